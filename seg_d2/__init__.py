@@ -1,0 +1,13 @@
+"""seg_d2: instance, panoptic and semantic segmentation for Detectron2.
+
+``import seg_d2`` (before any ``detectron2.*`` import) makes Detectron2 v0.6 whole on today's stack
+(:mod:`seg_d2.compat`) and registers every seg_d2 model part, loss and dataset in Detectron2's registries.
+"""
+from . import compat
+
+compat.apply()
+
+from .config import add_seg_d2_config  # noqa: E402  (Detectron2 may only be imported after compat)
+
+__version__ = "0.1.0"
+__all__ = ["add_seg_d2_config"]

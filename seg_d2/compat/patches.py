@@ -1,0 +1,156 @@
+"""One `ModulePatch` per Detectron2 v0.6 module that breaks on today's libraries.
+
+Each patch changes only the Detectron2 module it names: numpy, Pillow, setuptools and Python's
+``random`` are left as they are for everyone else.
+"""
+import functools
+import importlib
+import importlib.util
+import os
+import random
+import sys
+import types
+
+import numpy
+
+from .import_hooks import ModulePatch
+
+# ---- numpy >= 1.24 removed the aliases np.bool/np.int/np.float/np.str/np.object ----------------
+_NUMPY_ALIASES = {"bool": bool, "int": int, "float": float, "str": str, "object": object}
+
+
+class _NumpyWithAliases(types.ModuleType):
+    """numpy, plus the builtin-type aliases that numpy 1.24 removed (they meant the builtins)."""
+
+    def __getattr__(self, name):
+        if name in _NUMPY_ALIASES:
+            return _NUMPY_ALIASES[name]
+        return getattr(numpy, name)
+
+
+_numpy_with_aliases = _NumpyWithAliases("numpy")
+
+
+def _use_numpy_aliases(module):
+    module.np = _numpy_with_aliases
+
+
+_MODULES_USING_NUMPY_ALIASES = (
+    "detectron2.data.build",
+    "detectron2.data.datasets.pascal_voc",
+    "detectron2.evaluation.pascal_voc_evaluation",
+    "detectron2.evaluation.sem_seg_evaluation",
+    "detectron2.structures.masks",
+    "detectron2.utils.video_visualizer",
+    "detectron2.utils.visualizer",
+)
+
+
+# ---- Pillow >= 10 removed Image.LINEAR (== BILINEAR), read as a default argument at import ------
+def _pillow_linear_during_import(spec):
+    from PIL import Image
+
+    if hasattr(Image, "LINEAR"):
+        return None
+    Image.LINEAR = Image.BILINEAR
+
+    def undo():
+        del Image.LINEAR
+
+    return undo
+
+
+# ---- setuptools >= 81 has no pkg_resources; model_zoo only needs resource_filename -------------
+class _PkgResources(types.ModuleType):
+    @staticmethod
+    def resource_filename(package, resource):
+        package_dir = os.path.dirname(importlib.import_module(package).__file__)
+        return os.path.join(package_dir, resource)
+
+
+def _pkg_resources_during_import(spec):
+    if importlib.util.find_spec("pkg_resources") is not None:
+        return None
+    sys.modules["pkg_resources"] = _PkgResources("pkg_resources")
+
+    def undo():
+        del sys.modules["pkg_resources"]  # visible to detectron2.model_zoo only
+
+    return undo
+
+
+# ---- Python 3.11: Random.sample no longer accepts a set (MapDataset's fallback pool is one) -----
+class _SetSamplingRandom(random.Random):
+    """random.Random whose sample() takes a set as Python < 3.11 did (through tuple(population))."""
+
+    def sample(self, population, k, **kwargs):
+        if isinstance(population, (set, frozenset)):
+            population = tuple(population)
+        return super().sample(population, k, **kwargs)
+
+
+def _map_dataset_sampling_sets(module):
+    original_init = module.MapDataset.__init__
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self._rng = _SetSamplingRandom(42)  # the seed MapDataset itself uses
+
+    module.MapDataset.__init__ = __init__
+
+
+# ---- torch 2 has no caffe2: detectron2.export must still give TracingAdapter and scripting -------
+_CAFFE2_MESSAGE = (
+    "{} needs caffe2, which PyTorch 2 removed. Export with detectron2.export.TracingAdapter + "
+    "torch.jit.trace / torch.onnx.export, or detectron2.export.scripting_with_instances."
+)
+
+
+def _caffe2_unavailable(name):
+    def unavailable(*args, **kwargs):
+        raise RuntimeError(_CAFFE2_MESSAGE.format(name))
+
+    unavailable.__name__ = name
+    return unavailable
+
+
+def _export_api_without_caffe2():
+    api = types.ModuleType("detectron2.export.api", "Detectron2's caffe2 export API (caffe2 absent).")
+
+    def add_export_config(cfg):
+        # What v0.6's add_export_config does; it needs no caffe2.
+        from detectron2.config import CfgNode
+
+        is_frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.EXPORT_CAFFE2 = CfgNode()
+        cfg.EXPORT_CAFFE2.USE_HEATMAP_MAX_KEYPOINT = False
+        if is_frozen:
+            cfg.freeze()
+        return cfg
+
+    api.add_export_config = add_export_config
+    for name in ("export_caffe2_model", "export_onnx_model", "Caffe2Model", "Caffe2Tracer"):
+        setattr(api, name, _caffe2_unavailable(name))
+    api.__all__ = ["add_export_config", "export_caffe2_model", "Caffe2Model", "export_onnx_model", "Caffe2Tracer"]
+    return api
+
+
+def _export_without_caffe2(spec):
+    if importlib.util.find_spec("caffe2") is None:
+        sys.modules["detectron2.export.api"] = _export_api_without_caffe2()
+    return None
+
+
+def _nothing_after(module):
+    return None
+
+
+PATCHES = (
+    *(ModulePatch(name, _use_numpy_aliases) for name in _MODULES_USING_NUMPY_ALIASES),
+    ModulePatch("detectron2.data.transforms.transform", _nothing_after, _pillow_linear_during_import),
+    ModulePatch("detectron2.model_zoo.model_zoo", _nothing_after, _pkg_resources_during_import),
+    ModulePatch("detectron2.data.common", _map_dataset_sampling_sets),
+    ModulePatch("detectron2.export", _nothing_after, _export_without_caffe2),
+)

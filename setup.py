@@ -1,0 +1,12 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="seg_d2",
+    version="0.1.0",
+    description="Instance, panoptic and semantic segmentation models, losses and evaluation for Detectron2",
+    packages=find_packages(include=["seg_d2", "seg_d2.*"]),
+    python_requires=">=3.9",
+    # Detectron2 itself comes from tools/install_detectron2.py (it is not on PyPI under its name);
+    # exact versions live in requirements/.
+    install_requires=["torch>=2.0", "torchvision", "numpy", "fvcore", "pycocotools", "opencv-python-headless", "scipy"],
+)
