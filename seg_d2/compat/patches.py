@@ -143,6 +143,47 @@ def _export_without_caffe2(spec):
     return None
 
 
+# ---- configs may `_BASE_` on the installed model zoo: "model_zoo://COCO-.../x.yaml" -------------
+MODEL_ZOO_SCHEME = "model_zoo://"
+
+
+def _model_zoo_config_path(filename):
+    """Map a path containing model_zoo://REL (fvcore joins it onto the including file's folder, and
+    model-zoo files' own relative `_BASE_`s onto it) to the installed model-zoo config file."""
+    relative = os.path.normpath(filename.split(MODEL_ZOO_SCHEME, 1)[1])
+    from detectron2 import model_zoo
+
+    path = os.path.join(os.path.dirname(model_zoo.__file__), "configs", relative)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{MODEL_ZOO_SCHEME}{relative} is not a Detectron2 model-zoo config ({path})")
+    return path
+
+
+def _model_zoo_bases(module):
+    original_open = module.CfgNode._open_cfg.__func__
+
+    def _open_cfg(cls, filename):
+        if MODEL_ZOO_SCHEME in filename:
+            filename = _model_zoo_config_path(filename)
+        return original_open(cls, filename)
+
+    module.CfgNode._open_cfg = classmethod(_open_cfg)
+
+
+# ---- DistributedDataParallel takes device_ids=None for a CPU model; v0.6 always passes the rank --
+def _ddp_on_cpu(module):
+    original = module.create_ddp_model
+
+    @functools.wraps(original)
+    def create_ddp_model(model, *, fp16_compression=False, **kwargs):
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        if on_cpu and "device_ids" not in kwargs:
+            kwargs["device_ids"] = None
+        return original(model, fp16_compression=fp16_compression, **kwargs)
+
+    module.create_ddp_model = create_ddp_model
+
+
 def _nothing_after(module):
     return None
 
@@ -153,4 +194,6 @@ PATCHES = (
     ModulePatch("detectron2.model_zoo.model_zoo", _nothing_after, _pkg_resources_during_import),
     ModulePatch("detectron2.data.common", _map_dataset_sampling_sets),
     ModulePatch("detectron2.export", _nothing_after, _export_without_caffe2),
+    ModulePatch("detectron2.config.config", _model_zoo_bases),
+    ModulePatch("detectron2.engine.defaults", _ddp_on_cpu),
 )

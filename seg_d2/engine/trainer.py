@@ -1,0 +1,40 @@
+"""Detectron2's DefaultTrainer with seg_d2's evaluators and config set-up."""
+import os
+
+from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer, default_setup
+
+from seg_d2.config import add_seg_d2_config
+
+__all__ = ["Trainer", "setup_cfg"]
+
+
+class Trainer(DefaultTrainer):
+    """Picks evaluators by each test dataset's ``evaluator_type`` (mask AP, PQ, semantic metrics)."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        from detectron2.evaluation import DatasetEvaluators
+
+        from seg_d2.evaluation import build_evaluators
+
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return DatasetEvaluators(build_evaluators(cfg, dataset_name, output_folder))
+
+
+def setup_cfg(config_file, opts=(), args=None):
+    """A frozen config: Detectron2 defaults + seg_d2 keys + the file + command-line overrides.
+
+    With ``args`` (parsed command line), also runs Detectron2's ``default_setup`` (logging, output dir,
+    seeds, config dump).
+    """
+    cfg = get_cfg()
+    add_seg_d2_config(cfg)
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"--config-file {config_file}: no such file")
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.freeze()
+    if args is not None:
+        default_setup(cfg, args)
+    return cfg
