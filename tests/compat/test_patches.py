@@ -1,0 +1,151 @@
+"""Detectron2 v0.6 works on today's numpy / Pillow / setuptools / Python / torch, and only it is changed."""
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import seg_d2  # noqa: F401
+
+
+def test_numpy_aliases_only_inside_detectron2():
+    import detectron2.structures.masks as masks
+
+    assert masks.np.bool is bool and masks.np.float is float
+    assert masks.np.zeros is np.zeros
+    with pytest.raises(AttributeError):
+        np.float  # numpy itself is untouched  # noqa: B018
+    polygons = [[np.array([0.0, 0.0, 4.0, 0.0, 4.0, 4.0, 0.0, 4.0])]]
+    mask = masks.polygons_to_bitmask(polygons[0], 5, 5)  # used np.bool before the fix
+    assert mask.dtype == bool and mask.sum() == 16
+
+
+def test_sem_seg_evaluator_runs_with_numpy_2(tmp_path):
+    from PIL import Image
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.evaluation import SemSegEvaluator
+
+    gt = np.array([[0, 1], [1, 255]], dtype=np.uint8)
+    Image.fromarray(gt).save(tmp_path / "gt.png")
+    name = "seg_d2_test_compat_semseg"
+    DatasetCatalog.register(name, lambda: [{"file_name": "x.jpg", "sem_seg_file_name": str(tmp_path / "gt.png")}])
+    MetadataCatalog.get(name).set(stuff_classes=["a", "b"], ignore_label=255)
+    evaluator = SemSegEvaluator(name, distributed=False, output_dir=None)
+    evaluator.reset()
+    logits = torch.zeros(2, 2, 2)
+    logits[0, 0, 0] = logits[1, 0, 1] = logits[0, 1, 0] = 1.0  # predicts [[0, 1], [0, *]]
+    evaluator.process([{"file_name": "x.jpg"}], [{"sem_seg": logits}])
+    result = evaluator.evaluate()["sem_seg"]
+    # class 0: TP 1, FP 1 (pixel (1,0)), FN 0 -> IoU 1/2; class 1: TP 1, FN 1 -> IoU 1/2
+    assert result["mIoU"] == pytest.approx(50.0)
+    assert result["pACC"] == pytest.approx(200 / 3)
+
+
+def test_pillow_linear_constant_not_leaked():
+    from PIL import Image
+
+    from detectron2.data.transforms import ExtentTransform
+
+    assert ExtentTransform.__init__.__defaults__[-2] == Image.BILINEAR
+    assert not hasattr(Image, "LINEAR")
+
+
+def test_model_zoo_without_pkg_resources():
+    from detectron2 import model_zoo
+
+    path = model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
+    assert path.endswith("mask_rcnn_R_50_FPN_1x.yaml")
+    cfg = model_zoo.get_config("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml")
+    assert cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"
+
+
+def test_config_base_on_model_zoo(tmp_path):
+    from detectron2.config import get_cfg
+
+    child = tmp_path / "child.yaml"
+    child.write_text('_BASE_: "model_zoo://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"\nSOLVER:\n  BASE_LR: 0.5\n')
+    cfg = get_cfg()
+    cfg.merge_from_file(str(child))
+    assert cfg.MODEL.MASK_ON and cfg.MODEL.RESNETS.DEPTH == 50  # from the zoo file and its own _BASE_
+    assert cfg.SOLVER.STEPS == (210000, 250000) and cfg.SOLVER.BASE_LR == 0.5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('_BASE_: "model_zoo://No-Such/config.yaml"\n')
+    with pytest.raises(FileNotFoundError, match="No-Such/config.yaml"):
+        get_cfg().merge_from_file(str(bad))
+
+
+def test_map_dataset_fallback_samples_from_set():
+    from detectron2.data.common import MapDataset
+
+    calls = []
+
+    def fail_on_zero(index):
+        calls.append(index)
+        if index == 0:
+            return None  # tells MapDataset to try another element
+        return index
+
+    dataset = MapDataset(list(range(5)), fail_on_zero)
+    assert dataset[0] in {1, 2, 3, 4}
+    assert calls[0] == 0 and len(calls) == 2
+
+
+def test_set_sampling_random_matches_tuple_sampling():
+    from seg_d2.compat.patches import _SetSamplingRandom
+
+    population = {5, 3, 11, 7}
+    assert _SetSamplingRandom(3).sample(population, 2) == random.Random(3).sample(tuple(population), 2)
+
+
+def test_export_tracing_and_scripting_import_without_caffe2():
+    from detectron2.config import get_cfg
+    from detectron2.export import (
+        Caffe2Tracer,
+        TracingAdapter,
+        add_export_config,
+        dump_torchscript_IR,
+        scripting_with_instances,
+    )
+
+    assert callable(TracingAdapter) and callable(scripting_with_instances) and callable(dump_torchscript_IR)
+    assert add_export_config(get_cfg()).EXPORT_CAFFE2.USE_HEATMAP_MAX_KEYPOINT is False
+    with pytest.raises(RuntimeError, match="caffe2.*TracingAdapter"):
+        Caffe2Tracer(None, None, None)
+
+
+def test_tracing_adapter_traces_a_detectron2_model():
+    from detectron2.export import TracingAdapter
+    from detectron2.structures import Boxes, Instances
+
+    class TinyDetector(torch.nn.Module):
+        def forward(self, inputs):
+            image = inputs[0]["image"].float()
+            instances = Instances(image.shape[1:])
+            instances.pred_boxes = Boxes(image.mean(dim=(0,)).reshape(-1, 4)[:2])
+            instances.scores = image.mean().reshape(1).repeat(2)
+            return [instances]
+
+    model = TinyDetector()
+    inputs = [{"image": torch.arange(48.0).reshape(3, 4, 4)}]
+    adapter = TracingAdapter(model, inputs)
+    traced = torch.jit.trace(adapter, adapter.flattened_inputs)
+    out = adapter.outputs_schema(traced(*adapter.flattened_inputs))[0]
+    expected = model(inputs)[0]
+    assert torch.equal(out.pred_boxes.tensor, expected.pred_boxes.tensor)
+
+
+def test_compiled_ops_replaced_and_collect_env_runs():
+    from detectron2.utils.collect_env import collect_env_info
+
+    import detectron2._C as C
+
+    assert getattr(C, "IS_SEG_D2_COMPAT", False) == (not seg_d2.compat.has_compiled_ops())
+    info = collect_env_info()
+    assert "detectron2" in info and "Compiler" in info
+
+
+def test_no_global_pkg_resources_stub():
+    module = sys.modules.get("pkg_resources")
+    assert module is None or hasattr(module, "working_set")
