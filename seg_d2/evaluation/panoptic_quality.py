@@ -1,0 +1,290 @@
+"""Panoptic Quality (Kirillov et al., "Panoptic Segmentation", CVPR 2019), exact and fast.
+
+The numbers equal panopticapi's ``pq_compute`` (the reference, kept as the test oracle), including its
+conventions: a ground-truth segment's area is the ``area`` of its JSON entry when present; a predicted
+segment is ignored (neither TP nor FP) when more than half of it lies on VOID pixels or on the crowd
+region of its own category; categories with no TP, FP nor FN are left out of the averages.
+
+Where panopticapi loops in Python over every (gt, pred) pair, this module builds one small
+intersection matrix per image with a single ``bincount`` over densified segment indices, and matches
+with array operations. Images run in parallel in a context-managed process pool, so repeated
+evaluations (one per training eval period) leak no workers.
+"""
+import multiprocessing
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .validation import (
+    EvaluationInputError,
+    check_panoptic_png,
+    check_segments_info,
+    load_json,
+    match_panoptic_annotations,
+)
+
+VOID = 0
+# Panoptic PNGs hold 24-bit ids (R + 256 G + 256^2 B); ids at or above this need the slow mapping path.
+_LUT_SIZE = 1 << 24
+_LUT = None
+
+
+@dataclass
+class PQStats:
+    """Per-category sums over images: matched IoU, TP, FP, FN (arrays aligned with ``category_ids``)."""
+
+    category_ids: np.ndarray
+    iou: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+
+    @classmethod
+    def zeros(cls, category_ids):
+        ids = np.asarray(category_ids, dtype=np.int64)
+        n = len(ids)
+        return cls(ids, np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64))
+
+    def __iadd__(self, other):
+        if not np.array_equal(self.category_ids, other.category_ids):
+            raise ValueError("PQStats over different category lists cannot be summed")
+        self.iou += other.iou
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        return self
+
+    def summarize(self, categories):
+        """Reduce to panopticapi's result layout.
+
+        Args:
+            categories (list[dict]): with "id" and "isthing"; the averages run over these.
+        Returns:
+            dict: {"All"|"Things"|"Stuff": {"pq","sq","rq","n"}, "per_class": {cat_id: {"pq","sq","rq"}}}.
+            An average over zero categories is NaN (panopticapi divides by zero there).
+        """
+        index = {int(c): i for i, c in enumerate(self.category_ids)}
+        per_class = {}
+        for cat in categories:
+            i = index[int(cat["id"])]
+            iou, tp, fp, fn = float(self.iou[i]), int(self.tp[i]), int(self.fp[i]), int(self.fn[i])
+            denom = tp + 0.5 * fp + 0.5 * fn
+            if denom == 0:
+                per_class[cat["id"]] = {"pq": 0.0, "sq": 0.0, "rq": 0.0, "valid": False}
+                continue
+            per_class[cat["id"]] = {
+                "pq": iou / denom,
+                "sq": iou / tp if tp != 0 else 0,
+                "rq": tp / denom,
+                "valid": True,
+            }
+        results = {}
+        for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
+            rows = [
+                per_class[c["id"]]
+                for c in categories
+                if per_class[c["id"]]["valid"] and (isthing is None or (c.get("isthing", 0) == 1) == isthing)
+            ]
+            n = len(rows)
+            results[name] = {k: (sum(r[k] for r in rows) / n if n else float("nan")) for k in ("pq", "sq", "rq")}
+            results[name]["n"] = n
+        results["per_class"] = {c: {k: v[k] for k in ("pq", "sq", "rq")} for c, v in per_class.items()}
+        return results
+
+
+def rgb2id(rgb):
+    """Segment ids of a COCO panoptic PNG (H, W, 3 uint8): R + 256 G + 256^2 B."""
+    rgb = rgb.astype(np.uint32)
+    return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
+
+
+def read_panoptic_png(path):
+    """Read a COCO panoptic PNG into an (H, W) uint32 id map; a clear error names an unreadable file."""
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise EvaluationInputError(f"{path}: cannot read panoptic PNG ({e})") from e
+    return rgb2id(rgb)
+
+
+def _densify(id_map, segment_ids, unknown):
+    """Map each pixel's segment id to 1 + its position in ``segment_ids``; VOID -> 0; others -> ``unknown``.
+
+    A lookup table is one gather per pixel (no sort); it is kept per process and cleaned after use.
+    """
+    global _LUT
+    segment_ids = np.asarray(segment_ids, dtype=np.int64)
+    ids_fit = not id_map.size or (int(id_map.min()) >= 0 and int(id_map.max()) < _LUT_SIZE)
+    if not ids_fit or (segment_ids.size and segment_ids.max() >= _LUT_SIZE):
+        order = np.argsort(segment_ids)
+        sorted_ids = segment_ids[order]
+        pos = np.searchsorted(sorted_ids, id_map).clip(max=max(len(sorted_ids) - 1, 0))
+        found = sorted_ids[pos] == id_map if len(sorted_ids) else np.zeros(id_map.shape, bool)
+        dense = np.where(found, order[pos] + 1, unknown)
+        return np.where(id_map == VOID, 0, dense)
+    if _LUT is None:
+        _LUT = np.full(_LUT_SIZE, -1, dtype=np.int32)
+    lut_ids = segment_ids[segment_ids != VOID]
+    try:
+        _LUT[VOID] = 0
+        _LUT[lut_ids] = np.flatnonzero(segment_ids != VOID) + 1
+        dense = _LUT[id_map]
+    finally:
+        _LUT[lut_ids] = -1
+    dense[dense < 0] = unknown
+    return dense
+
+
+def _last_crowd_per_category(gt_cats, gt_crowd):
+    """{category: index of its crowd segment}; like panopticapi, the last crowd segment of a category wins."""
+    return {int(c): i for i, (c, crowd) in enumerate(zip(gt_cats, gt_crowd)) if crowd}
+
+
+def pq_image_stats(gt_ids, gt_segments, pred_ids, pred_segments, category_ids, image_id=None):
+    """PQ sums of one image.
+
+    Args:
+        gt_ids, pred_ids (ndarray[H, W] int): segment id per pixel (0 = VOID).
+        gt_segments, pred_segments (list[dict]): "id", "category_id" (and gt "iscrowd", optional "area").
+        category_ids (array-like): the dataset's category ids, in the order of the returned arrays.
+        image_id: named in error messages.
+    Returns:
+        PQStats
+    """
+    check_segments_info(gt_segments, category_ids, image_id, "ground truth")
+    check_segments_info(pred_segments, category_ids, image_id, "prediction")
+    if gt_ids.shape != pred_ids.shape:
+        raise EvaluationInputError(
+            f"image {image_id}: prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]} but ground truth is "
+            f"{gt_ids.shape[1]}x{gt_ids.shape[0]} (width x height)"
+        )
+    ng, npred = len(gt_segments), len(pred_segments)
+    gt_dense = _densify(gt_ids, [s["id"] for s in gt_segments], unknown=ng + 1)
+    pred_dense = _densify(pred_ids, [s["id"] for s in pred_segments], unknown=npred + 1)
+    # rows: VOID, gt segments, gt pixels listed nowhere; cols: VOID, pred segments, unlisted pred pixels
+    inter = np.bincount(
+        (gt_dense.astype(np.int64) * (npred + 2) + pred_dense).ravel(), minlength=(ng + 2) * (npred + 2)
+    ).reshape(ng + 2, npred + 2)
+    if inter[:, npred + 1].any():
+        unlisted = sorted(set(np.unique(pred_ids[pred_dense == npred + 1]).tolist()))
+        raise EvaluationInputError(
+            f"image {image_id}: prediction segment ids {unlisted[:10]} are in the PNG but not in segments_info"
+        )
+    pred_area = inter[:, 1 : npred + 1].sum(0)
+    if npred and (pred_area == 0).any():
+        missing = [pred_segments[i]["id"] for i in np.flatnonzero(pred_area == 0)]
+        raise EvaluationInputError(
+            f"image {image_id}: prediction segment ids {missing[:10]} are in segments_info but not in the PNG"
+        )
+
+    cat_index = {int(c): i for i, c in enumerate(category_ids)}
+    gt_cat = np.array([cat_index[int(s["category_id"])] for s in gt_segments], dtype=np.int64)
+    pred_cat = np.array([cat_index[int(s["category_id"])] for s in pred_segments], dtype=np.int64)
+    gt_crowd = np.array([s.get("iscrowd", 0) == 1 for s in gt_segments], dtype=bool)
+    gt_area = np.array(
+        [s["area"] if "area" in s else inter[i + 1].sum() for i, s in enumerate(gt_segments)], dtype=np.float64
+    )
+    void_pred = inter[0, 1 : npred + 1]
+    pair = inter[1 : ng + 1, 1 : npred + 1]
+
+    union = pred_area[None, :] + gt_area[:, None] - pair - void_pred[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(pair > 0, pair / np.where(union > 0, union, 1), 0.0)
+    matched = (iou > 0.5) & (gt_cat[:, None] == pred_cat[None, :]) & ~gt_crowd[:, None]
+
+    stats = PQStats.zeros(category_ids)
+    n = len(stats.category_ids)
+    gi, pi = np.nonzero(matched)
+    stats.tp += np.bincount(gt_cat[gi], minlength=n)
+    stats.iou += np.bincount(gt_cat[gi], weights=iou[gi, pi], minlength=n)
+    stats.fn += np.bincount(gt_cat[~matched.any(1) & ~gt_crowd], minlength=n)
+
+    crowd_of = _last_crowd_per_category(gt_cat, gt_crowd)
+    unmatched = np.flatnonzero(~matched.any(0))
+    ignored = void_pred[unmatched].astype(np.float64)
+    for k, p in enumerate(unmatched):
+        crowd = crowd_of.get(int(pred_cat[p]))
+        if crowd is not None:
+            ignored[k] += pair[crowd, p]
+    fp = unmatched[ignored / pred_area[unmatched] <= 0.5]
+    stats.fp += np.bincount(pred_cat[fp], minlength=n)
+    return stats
+
+
+def _stats_of_pairs(job):
+    """Worker: sum the PQ stats of a chunk of (gt_ann, pred_ann) pairs read from PNG folders."""
+    pairs, gt_folder, pred_folder, images, category_ids = job
+    total = PQStats.zeros(category_ids)
+    for gt_ann, pred_ann in pairs:
+        gt_path = os.path.join(gt_folder, gt_ann["file_name"])
+        pred_path = os.path.join(pred_folder, pred_ann["file_name"])
+        gt_ids = read_panoptic_png(gt_path)
+        pred_ids = read_panoptic_png(pred_path)
+        image = images.get(gt_ann["image_id"])
+        check_panoptic_png(gt_ids, image, gt_path)
+        check_panoptic_png(pred_ids, image or {"width": gt_ids.shape[1], "height": gt_ids.shape[0]}, pred_path)
+        total += pq_image_stats(
+            gt_ids, gt_ann["segments_info"], pred_ids, pred_ann["segments_info"], category_ids, gt_ann["image_id"]
+        )
+    return total
+
+
+def _chunks(items, size):
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def pq_compute_pairs(pairs, gt_folder, pred_folder, categories, images=None, num_workers=None):
+    """Sum PQ stats over matched (gt annotation, pred annotation) pairs, in parallel over images.
+
+    Args:
+        num_workers (int): processes; default ``os.cpu_count()`` (as panopticapi); 0 or 1 runs in-process.
+    Returns:
+        PQStats
+    """
+    category_ids = [c["id"] for c in categories]
+    images = images or {}
+    num_workers = os.cpu_count() if num_workers is None else num_workers
+    if num_workers <= 1 or len(pairs) < 2:
+        return _stats_of_pairs((pairs, gt_folder, pred_folder, images, category_ids))
+    # small chunks balance the load; each returns only a few arrays
+    size = max(1, min(32, len(pairs) // (4 * num_workers)))
+    jobs = [(chunk, gt_folder, pred_folder, images, category_ids) for chunk in _chunks(pairs, size)]
+    total = PQStats.zeros(category_ids)
+    with multiprocessing.get_context("fork").Pool(num_workers) as pool:
+        for stats in pool.imap(_stats_of_pairs, jobs):
+            total += stats
+    return total
+
+
+def pq_compute(gt_json, pred_json, gt_folder=None, pred_folder=None, num_workers=None):
+    """PQ from COCO panoptic JSON + PNG folders; same arguments and result layout as panopticapi's.
+
+    Args:
+        gt_json, pred_json (str or dict): paths to the JSON files, or their loaded contents.
+        gt_folder, pred_folder (str): PNG folders; default: the JSON path without ".json".
+    Returns:
+        dict: see :meth:`PQStats.summarize`.
+    """
+    gt_folder = gt_folder or _default_folder(gt_json, "ground truth")
+    pred_folder = pred_folder or _default_folder(pred_json, "prediction")
+    gt, pred = load_json(gt_json), load_json(pred_json)
+    pairs, images, categories = match_panoptic_annotations(gt, pred, _name(gt_json), _name(pred_json))
+    for folder in (gt_folder, pred_folder):
+        if not os.path.isdir(folder):
+            raise EvaluationInputError(f"{folder}: PNG folder does not exist")
+    stats = pq_compute_pairs(pairs, gt_folder, pred_folder, categories, images, num_workers)
+    return stats.summarize(categories)
+
+
+def _name(json_or_dict):
+    return json_or_dict if isinstance(json_or_dict, (str, os.PathLike)) else "<dict>"
+
+
+def _default_folder(json_path, what):
+    # panopticapi's convention: the PNGs of "x.json" live in the folder "x"
+    if not isinstance(json_path, (str, os.PathLike)) or not os.fspath(json_path).endswith(".json"):
+        raise EvaluationInputError(f"{what}: give the PNG folder (it cannot be derived from {_name(json_path)})")
+    return os.fspath(json_path)[: -len(".json")]
