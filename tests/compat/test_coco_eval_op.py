@@ -71,11 +71,15 @@ def _random_coco(seed):
             ann["area"] = float(mask_util.area(ann["segmentation"]))
             anns.append(ann)
             next_gt_id += 1
+            if rng.random() < 0.15:  # duplicated gt: equal IoUs exercise COCOeval's tie-break
+                anns.append(dict(ann, id=next_gt_id, iscrowd=0))
+                next_gt_id += 1
             for _ in range(int(rng.choice([0, 1, 1, 2]))):  # misses, hits and duplicates
                 cat = ann["category_id"] if rng.random() < 0.9 else int(rng.choice(CAT_IDS))
                 dets.append({"image_id": img, "category_id": cat, "bbox": _jitter(rng, box)})
         for _ in range(int(rng.integers(0, 4))):  # false positives, also on gt-free images
-            dets.append({"image_id": img, "category_id": int(rng.choice(CAT_IDS)), "bbox": _box(rng)})
+            cat = int(rng.choice(CAT_IDS))
+            dets.append({"image_id": img, "category_id": cat, "bbox": _box(rng)})
     for d in dets:
         d["score"] = float(rng.integers(1, 8)) / 8  # coarse scores give many ties
         d["segmentation"] = _rle(rng, d["bbox"])
@@ -184,7 +188,9 @@ def test_evaluate_images_rejects_bad_iou_shape():
     gts = _instances([(1, 0.0, 10.0, False, False)])
     dts = _instances([(1, 0.5, 10.0, False, False), (2, 0.4, 10.0, False, False)])
     with pytest.raises(ValueError, match="IoU matrix"):
-        coco_eval.COCOevalEvaluateImages([[0, 1e10]], 100, [0.5], [[np.ones((1, 1))]], [[gts]], [[dts]])
+        coco_eval.COCOevalEvaluateImages(
+            [[0, 1e10]], 100, [0.5], [[np.ones((1, 1))]], [[gts]], [[dts]]
+        )
 
 
 def _prediction(rng, gt_anns, img_id, num_cats):
