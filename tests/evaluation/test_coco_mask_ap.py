@@ -1,0 +1,163 @@
+"""evaluate_coco (every engine) against pycocotools' COCOeval, the oracle, on randomised COCO cases."""
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seg_d2  # noqa: F401
+from pycocotools import mask as mask_util
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from seg_d2.evaluation.coco_mask_ap import ENGINES, evaluate_coco, run_cocoeval
+from seg_d2.evaluation.validation import EvaluationInputError
+
+
+def _rle(mask):
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _blob(rng, h, w):
+    y0, x0 = rng.integers(0, h), rng.integers(0, w)
+    y1, x1 = rng.integers(y0 + 1, h + 1), rng.integers(x0 + 1, w + 1)
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    m &= rng.random((h, w)) < rng.choice([1.0, 0.8])  # ragged masks: box and mask areas differ
+    if not m.any():
+        m[y0, x0] = True
+    return m
+
+
+def _polygon(m):
+    ys, xs = np.nonzero(m)
+    x0, y0, x1, y1 = float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def _case(seed, kind):
+    rng = np.random.default_rng(seed)
+    cats = [{"id": c, "name": f"c{c}"} for c in (1, 3, 7)[: int(rng.integers(1, 4))]]
+    images, anns, dets = [], [], []
+    with_box = rng.random() < 0.5  # pycocotools decides box-or-not from the first detection: all or none
+    for i in range(int(rng.integers(1, 5))):
+        h, w = int(rng.integers(8, 130)), int(rng.integers(8, 130))
+        images.append({"id": i + 10, "height": h, "width": w})
+        gt_masks = [] if kind == "empty_gt" else [_blob(rng, h, w) for _ in range(int(rng.integers(0, 6)))]
+        for m in gt_masks:
+            crowd = int(rng.random() < 0.15)
+            seg = _rle(m) if crowd or rng.random() < 0.7 else _polygon(m)
+            area = float(m.sum()) if isinstance(seg, dict) else float(mask_util.area(
+                mask_util.merge(mask_util.frPyObjects(seg, h, w))))
+            anns.append({"id": len(anns) + 1, "image_id": i + 10, "category_id": int(rng.choice([c["id"] for c in cats])),
+                         "segmentation": seg, "area": area, "bbox": mask_util.toBbox(_rle(m)).tolist(),
+                         "iscrowd": crowd})
+        if kind == "empty_pred":
+            continue
+        # detections: jittered copies of gt masks plus clutter; maybe with a box (area from the box!)
+        for m in gt_masks + [_blob(rng, h, w) for _ in range(int(rng.integers(0, 8)))]:
+            m = m ^ (rng.random((h, w)) < rng.choice([0.0, 0.05, 0.4]))
+            if not m.any():
+                continue
+            d = {"image_id": i + 10, "category_id": int(rng.choice([c["id"] for c in cats])),
+                 "score": float(rng.choice([0.5, rng.random()])), "segmentation": _rle(m)}
+            if with_box:
+                x, y, bw, bh = mask_util.toBbox(d["segmentation"]).tolist()
+                d["bbox"] = [x, y, bw * rng.uniform(1, 3), bh * rng.uniform(1, 3)]
+            dets.append(d)
+    return {"images": images, "categories": cats, "annotations": anns}, dets
+
+
+def _oracle(gt, dets, iou_type):
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes([dict(d) for d in dets]), iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["normal", "normal", "empty_gt"]),
+       iou_type=st.sampled_from(["segm", "bbox"]))
+def test_every_engine_matches_pycocotools(seed, kind, iou_type):
+    gt, dets = _case(seed, kind)
+    if not dets or (iou_type == "bbox" and "bbox" not in dets[0]):
+        return
+    ref = _oracle(gt, dets, iou_type)
+    for engine in ENGINES:
+        ours = run_cocoeval(gt, dets, iou_type, engine)
+        np.testing.assert_allclose(ours.stats, ref.stats, atol=1e-9, rtol=0, err_msg=engine)
+        np.testing.assert_allclose(ours.eval["precision"], ref.eval["precision"], atol=1e-9, rtol=0)
+        metrics = evaluate_coco(gt, dets, iou_type, engine)
+        for k, cat in enumerate(gt["categories"]):
+            p = ref.eval["precision"][:, :, k, 0, -1]
+            expected = np.mean(p[p > -1]) * 100 if (p > -1).any() else math.nan
+            assert metrics[f"AP-{cat['id']}"] == pytest.approx(expected, abs=1e-9, nan_ok=True)
+
+
+def test_box_area_quirk_is_kept_offline_and_dropped_for_detectron2():
+    gt, dets = _case(11, "normal")
+    assert dets
+    for d in dets:
+        d["bbox"] = [0.0, 0.0, 200.0, 200.0]  # every detection "large" by its box
+    ref = _oracle(gt, dets, "segm")
+    no_box = _oracle(gt, [{k: v for k, v in d.items() if k != "bbox"} for d in dets], "segm")
+    assert not np.allclose(ref.stats, no_box.stats)  # the case exercises the quirk
+    np.testing.assert_allclose(run_cocoeval(gt, dets, "segm").stats, ref.stats, atol=1e-9, rtol=0)
+    dropped = run_cocoeval(gt, dets, "segm", drop_bbox_for_segm=True).stats
+    np.testing.assert_allclose(dropped, no_box.stats, atol=1e-9, rtol=0)
+
+
+def test_empty_predictions_score_zero_where_ground_truth_exists():
+    gt, _ = _case(5, "normal")
+    gt["annotations"].append({"id": 999, "image_id": gt["images"][0]["id"], "category_id": 1,
+                              "segmentation": _rle(np.ones((4, 4), bool)), "area": 16.0,
+                              "bbox": [0, 0, 4, 4], "iscrowd": 0})
+    for engine in ENGINES:
+        assert evaluate_coco(gt, [], "segm", engine)["AP"] == 0.0
+
+
+def test_custom_max_dets_like_detectron2():
+    from detectron2.evaluation.coco_evaluation import COCOevalMaxDets
+
+    gt, dets = _case(21, "normal")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        ref = COCOevalMaxDets(coco, coco.loadRes([dict(d) for d in dets]), "segm")
+        ref.params.maxDets = [1, 10, 300]  # plain COCOeval.summarize gives -1 here
+        ref.evaluate()
+        ref.accumulate()
+        ref.summarize()
+    for engine in ENGINES:
+        ours = run_cocoeval(gt, dets, "segm", engine, max_dets=(1, 10, 300)).stats
+        np.testing.assert_allclose(ours, ref.stats, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda gt, d: d.__setitem__(0, {**d[0], "image_id": 4242}), "image id 4242 not in the ground truth"),
+        (lambda gt, d: d.__setitem__(0, {**d[0], "category_id": 55}), "category id 55 not in the ground truth"),
+        (lambda gt, d: gt["images"].append(dict(gt["images"][0])), "duplicate image id"),
+        (lambda gt, d: d[0].pop("segmentation"), "has no 'segmentation'"),
+    ],
+)
+def test_bad_input_names_file_and_id(tmp_path, mutate, message):
+    gt, dets = _case(3, "normal")
+    mutate(gt, dets)
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps(dets))
+    with pytest.raises(EvaluationInputError, match=message) as e:
+        evaluate_coco(gt, str(path), "segm")
+    assert "dets.json" in str(e.value) or "ground truth" in str(e.value)
