@@ -52,7 +52,38 @@ def _add_mask_head_config(cfg):
 
 
 def _add_semantic_config(cfg):
-    pass
+    """U-Net backbone (build_unet_backbone) and seg_d2's semantic heads (UNetHead, DeepLabV3PlusASPPHead)."""
+    # The classic U-Net (Ronneberger et al., 2015) as a backbone; see seg_d2/modeling/backbone/unet.py.
+    cfg.MODEL.UNET = CN()
+    # Number of 2x poolings (levels below full resolution); inputs are padded to multiples of 2**DEPTH.
+    cfg.MODEL.UNET.DEPTH = 4
+    # Width of the full-resolution level; doubles at each level down (64 -> 1024 in the paper).
+    cfg.MODEL.UNET.BASE_CHANNELS = 64
+    # 1 for grayscale (with INPUT.FORMAT "L" and 1-value PIXEL_MEAN/STD; UNetSegmentor turns the 3-channel
+    # images DefaultPredictor passes into luma), 3 for colour.
+    cfg.MODEL.UNET.IN_CHANNELS = 3
+    # Norm after every 3x3 conv ("" as in the paper; "BN"/"GN"/"SyncBN" train faster from scratch).
+    cfg.MODEL.UNET.NORM = "BN"
+    # Upsample with bilinear + 1x1 conv instead of the paper's 2x2 transposed conv.
+    cfg.MODEL.UNET.BILINEAR = False
+    # Features to output: "dec1" (decoder, full resolution) .. "dec{DEPTH}", "enc1" .. "enc{DEPTH+1}".
+    cfg.MODEL.UNET.OUT_FEATURES = ["dec1"]
+
+    # UNetHead: width of each 2x decoder step from the coarsest IN_FEATURE's stride S down to stride 1,
+    # log2(S) entries, coarse to fine (5 for p2..p5 / res2..res5; [] for the U-Net backbone's "dec1").
+    cfg.MODEL.SEM_SEG_HEAD.UNET_DECODER_CHANNELS = [128, 128, 128, 64, 32]
+    # DeepLabV3PlusASPPHead (Chen et al., 2018): IN_FEATURES names the ASPP input (e.g. ["res5"]).
+    # The three atrous rates of the ASPP's 3x3 branches (DeepLabV3's 6/12/18 at output stride 16).
+    cfg.MODEL.SEM_SEG_HEAD.ASPP_RATES = [6, 12, 18]
+    # Width of every ASPP branch and of its projection.
+    cfg.MODEL.SEM_SEG_HEAD.ASPP_CHANNELS = 256
+    # Dropout after the ASPP projection (0.1 in DeepLab).
+    cfg.MODEL.SEM_SEG_HEAD.ASPP_DROPOUT = 0.1
+    # The stride-4 feature the decoder concatenates (after a 1x1 reduction) with the upsampled ASPP output.
+    cfg.MODEL.SEM_SEG_HEAD.LOW_LEVEL_FEATURE = "res2"
+    # Width of that 1x1 reduction (48 in the paper: few enough not to outweigh the ASPP features).
+    # The decoder's two 3x3 convs take their width from MODEL.SEM_SEG_HEAD.CONVS_DIM.
+    cfg.MODEL.SEM_SEG_HEAD.LOW_LEVEL_CHANNELS = 48
 
 
 def _add_panoptic_config(cfg):
