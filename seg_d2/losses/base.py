@@ -75,6 +75,12 @@ def weighted_mean(loss, weight):
     return safe_div((loss * weight).sum(), weight.expand_as(loss).sum())
 
 
+def safe_pow(x, gamma, eps):
+    """``x ** gamma`` for x >= 0, continued linearly below ``eps``: with gamma < 1 the power's slope is
+    infinite at 0 (a perfect prediction), which would turn gradients into inf/NaN."""
+    return torch.where(x > eps, x.clamp_min(eps) ** gamma, x * eps ** (gamma - 1))
+
+
 class SegLoss(nn.Module):
     """Base class: ``forward(logits, target, weight=None)`` -> scalar.
 

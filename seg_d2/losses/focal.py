@@ -1,7 +1,7 @@
 """Focal loss (Lin et al. 2017, RetinaNet): cross-entropy down-weighted by (1 - p_t)^γ on easy pixels."""
 from torch.nn import functional as F
 
-from .base import SEG_LOSS_REGISTRY, SegLoss, check_range, weighted_mean
+from .base import SEG_LOSS_REGISTRY, SegLoss, check_range, safe_pow, weighted_mean
 
 
 @SEG_LOSS_REGISTRY.register()
@@ -31,8 +31,7 @@ class FocalLoss(SegLoss):
             log_p_t = (batch.logits.log_softmax(1) * batch.target).sum(1, keepdim=True)
             ce, p_t = -log_p_t, log_p_t.exp()
             alpha_t = self.alpha
-        # Clamped: with γ < 1 the modulating factor's derivative is infinite where p_t rounds to 1.
-        loss = ce * (1 - p_t).clamp_min(1e-12) ** self.gamma if self.gamma else ce
+        loss = ce * safe_pow(1 - p_t, self.gamma, 1e-6) if self.gamma else ce
         if alpha_t is not None:
             loss = alpha_t * loss
         return weighted_mean(loss, batch.weight)

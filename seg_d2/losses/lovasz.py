@@ -47,12 +47,12 @@ class LovaszLoss(SegLoss):
         self.classes = check_choice("classes", classes, ("present", "all"))
 
     def compute(self, batch):
-        target = batch.target
+        valid = (batch.weight > 0).expand_as(batch.logits)
+        target = batch.target * valid  # pixels ignored by a zero weight must not count as ground truth
         if batch.labels is None:
             errors = 1 - batch.logits * (2 * target - 1)
         else:
             errors = (target - batch.probs()).abs()
-        valid = (batch.weight > 0).expand_as(errors)
         if self.per_image:
             rows = [x.flatten(0, 1) for x in (errors, target, valid)]
         else:

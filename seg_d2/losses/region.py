@@ -9,7 +9,7 @@ bounds the denominator away from 0 when ``smooth`` is 0.
 """
 import torch
 
-from .base import SEG_LOSS_REGISTRY, SegLoss, check_range
+from .base import SEG_LOSS_REGISTRY, SegLoss, check_range, safe_pow
 
 
 class RegionLoss(SegLoss):
@@ -99,5 +99,4 @@ class FocalTverskyLoss(TverskyLoss):
         self.gamma = check_range("gamma", gamma, 0.0)
 
     def loss_from_index(self, index):
-        # Clamped: the derivative of x**γ (γ < 1) is infinite at x = 0, a perfect prediction.
-        return (1 - index).clamp_min(self.eps) ** self.gamma
+        return safe_pow(1 - index, self.gamma, self.eps)
