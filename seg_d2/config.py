@@ -48,7 +48,19 @@ def _add_loss_config(cfg):
 
 
 def _add_mask_head_config(cfg):
-    pass
+    """MODEL.ROI_MASKIOU_HEAD: Mask Scoring R-CNN's MaskIoU head (ROI_HEADS.NAME "MaskScoringROIHeads" or
+    "CascadeMaskScoringROIHeads"). Defaults follow Huang et al. 2019: 4 convs of 256 (the last with
+    stride 2), 2 FCs of 1024, then one IoU per class (one in all with ROI_MASK_HEAD.CLS_AGNOSTIC_MASK).
+    The mask head's loss is MODEL.ROI_MASK_HEAD.LOSS with ROI_MASK_HEAD.NAME "MaskRCNNConvUpsampleLossHead"."""
+    cfg.MODEL.ROI_MASKIOU_HEAD = CN()
+    cfg.MODEL.ROI_MASKIOU_HEAD.CONV_DIM = 256
+    cfg.MODEL.ROI_MASKIOU_HEAD.NUM_CONV = 4
+    cfg.MODEL.ROI_MASKIOU_HEAD.FC_DIM = 1024
+    cfg.MODEL.ROI_MASKIOU_HEAD.NUM_FC = 2
+    # Normalisation of the convs ("", "GN", "BN", ...; see detectron2.layers.get_norm).
+    cfg.MODEL.ROI_MASKIOU_HEAD.NORM = ""
+    # Weight of the L2 loss between predicted and actual mask IoU ("loss_maskiou").
+    cfg.MODEL.ROI_MASKIOU_HEAD.LOSS_WEIGHT = 1.0
 
 
 def _add_semantic_config(cfg):
