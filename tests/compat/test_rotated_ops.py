@@ -1,0 +1,276 @@
+"""Rotated-box ops of seg_d2.compat.c_ops against independent references (shapely polygons, brute-force
+greedy NMS, axis-aligned ROIAlign on rotated feature maps, a scalar transcription of the C++ sampling),
+and end-to-end through Detectron2's own API."""
+import math
+
+import numpy as np
+import pytest
+import shapely
+import torch
+from torch import Tensor
+
+import seg_d2  # noqa: F401  (installs the ops before detectron2 is imported)
+from detectron2.layers import ROIAlign, ROIAlignRotated, batched_nms_rotated, nms_rotated
+from detectron2.layers.roi_align_rotated import roi_align_rotated
+from detectron2.structures import RotatedBoxes, pairwise_iou_rotated
+from seg_d2.compat.c_ops import box_iou_rotated, register_torch_ops, roi_align_rotated_forward
+from seg_d2.compat.c_ops import nms_rotated as c_nms_rotated
+
+
+# ---------------------------------------------------------------- references
+def ref_polygons(boxes):
+    """Shapely polygons from the vertex formula documented in detectron2.structures.RotatedBoxes."""
+    polys = []
+    for xc, yc, w, h, a in boxes.double().tolist():
+        t = math.radians(a)
+        pts = []
+        for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2)):
+            pts.append((math.sin(t) * dy + math.cos(t) * dx + xc, math.cos(t) * dy - math.sin(t) * dx + yc))
+        polys.append(shapely.Polygon(pts))
+    return np.array(polys, dtype=object)
+
+
+def ref_iou(boxes1, boxes2):
+    p1, p2 = ref_polygons(boxes1)[:, None], ref_polygons(boxes2)[None, :]
+    inter = shapely.area(shapely.intersection(p1, p2))
+    union = shapely.area(p1) + shapely.area(p2) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def ref_nms(boxes, scores, threshold):
+    iou = ref_iou(boxes, boxes)
+    order = sorted(range(len(boxes)), key=lambda i: -float(scores[i]))
+    keep = []
+    for i in order:
+        if all(np.float32(iou[i, k]) < threshold for k in keep):
+            keep.append(i)
+    return keep
+
+
+def random_boxes(n, seed, spread=30.0, max_size=12.0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.rand(n, 2, generator=g) * spread
+    sizes = torch.rand(n, 2, generator=g) * max_size + 0.2
+    angles = torch.rand(n, 1, generator=g) * 360 - 180
+    return torch.cat([centers, sizes, angles], 1)
+
+
+def clustered_boxes(n, seed, clusters=30):
+    """Jittered copies of a few boxes: IoUs spread over (0, 1], as among detector outputs."""
+    g = torch.Generator().manual_seed(seed)
+    base = random_boxes(clusters, seed + 1000, spread=60.0)[torch.randint(0, clusters, (n,), generator=g)]
+    jitter = (torch.rand(n, 5, generator=g) * 2 - 1) * torch.tensor([0.8, 0.8, 0.0, 0.0, 8.0])
+    scale = 1 + (torch.rand(n, 2, generator=g) * 2 - 1) * 0.15
+    return torch.cat([base[:, :2], base[:, 2:4] * scale, base[:, 4:]], 1) + jitter
+
+
+# ---------------------------------------------------------------- box_iou_rotated
+def test_iou_matches_shapely_on_random_boxes():
+    b1, b2 = random_boxes(50, 0), random_boxes(40, 1)
+    iou = box_iou_rotated(b1, b2)
+    assert iou.dtype == torch.float32 and iou.shape == (50, 40)
+    ref = ref_iou(b1, b2)
+    assert (ref > 0).mean() > 0.1  # the test must see many intersecting pairs
+    np.testing.assert_allclose(iou.numpy(), ref, atol=2e-6)
+
+
+def test_iou_angle_convention_is_counter_clockwise_on_image():
+    # docstring example of RotatedBoxes: (5, 3, 4, 2, 90) covers [4, 6] x [1, 5]
+    doc = torch.tensor([[5.0, 3, 4, 2, 90]])
+    assert box_iou_rotated(doc, torch.tensor([[5.0, 3, 2, 4, 0]])).item() == pytest.approx(1, abs=1e-6)
+    # a long box at +45 degrees points up-right (y down), so it reaches (3, -3) but not (3, 3)
+    stick = torch.tensor([[0.0, 0, 10, 0.5, 45]])
+    dots = torch.tensor([[3.0, -3, 0.5, 0.5, 0], [3.0, 3, 0.5, 0.5, 0]])
+    iou = box_iou_rotated(stick, dots)[0]
+    assert iou[0] > 0.01 and iou[1] == 0
+
+
+def test_iou_special_cases():
+    big = [10.0, 10, 8, 6, 30]
+    cases = [
+        ([3.0, 4, 5, 2, 180], [3.0, 4, 5, 2, -180], 1.0),  # +-180: same region
+        ([3.0, 4, 5, 2, 90], [3.0, 4, 2, 5, 0], 1.0),
+        ([3.0, 4, 5, 2, 17], [3.0, 4, 5, 2, 17 + 360], 1.0),
+        ([0.0, 0, 1e-3, 2e-3, 33], [0.0, 0, 1e-3, 2e-3, 33], 1.0),  # tiny but valid
+        (big, [10.0, 10, 2, 1, -70], 2 / 48),  # contained
+        (big, [40.0, 10, 8, 6, 30], 0.0),  # disjoint
+        ([0.0, 0, 2, 2, 0], [2.0, 0, 2, 2, 0], 0.0),  # touching along an edge
+        (big, [10.0, 10, 1e-8, 1e-7, 0], 0.0),  # area < 1e-14: 0 as in the C++
+        (big, [10.0, 10, 0, 5, 0], 0.0),
+    ]
+    b1 = torch.tensor([c[0] for c in cases])
+    b2 = torch.tensor([c[1] for c in cases])
+    expected = torch.tensor([c[2] for c in cases])
+    torch.testing.assert_close(box_iou_rotated(b1, b2).diag(), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(box_iou_rotated(b2, b1).diag(), expected, atol=1e-6, rtol=0)
+
+
+def test_iou_identical_boxes_and_empty_inputs():
+    boxes = random_boxes(30, 2)
+    torch.testing.assert_close(box_iou_rotated(boxes, boxes).diag(), torch.ones(30))
+    assert box_iou_rotated(boxes[:0], boxes).shape == (0, 30)
+    assert box_iou_rotated(boxes, boxes[:0]).shape == (30, 0)
+    with pytest.raises(ValueError, match=r"\(N, 5\)"):
+        box_iou_rotated(boxes[:, :4], boxes)
+
+
+def test_pairwise_iou_through_detectron2_api():
+    b1, b2 = random_boxes(20, 3), random_boxes(25, 4)
+    got = pairwise_iou_rotated(RotatedBoxes(b1), RotatedBoxes(b2))
+    np.testing.assert_allclose(got.numpy(), ref_iou(b1, b2), atol=2e-6)
+
+
+# ---------------------------------------------------------------- nms_rotated
+@pytest.mark.parametrize("threshold", [0.1, 0.3, 0.7])
+def test_nms_matches_brute_force_greedy(threshold):
+    boxes = clustered_boxes(300, 5)  # more than one 256-box block
+    scores = torch.rand(300, generator=torch.Generator().manual_seed(6))
+    keep = c_nms_rotated(boxes, scores, threshold)
+    assert keep.dtype == torch.int64
+    expected = ref_nms(boxes, scores, threshold)
+    assert 30 < len(expected) < 270  # much is suppressed, not all
+    assert keep.tolist() == expected
+    assert nms_rotated(boxes, scores, threshold).tolist() == expected  # through detectron2.layers
+
+
+def test_nms_threshold_is_inclusive_and_empty_input():
+    boxes = torch.tensor([[5.0, 5, 4, 2, 30], [5.0, 5, 4, 2, 30 - 360]])
+    scores = torch.tensor([0.2, 0.9])
+    assert c_nms_rotated(boxes, scores, 1.0).tolist() == [1]  # IoU 1 >= 1: suppressed, as the C++
+    empty = c_nms_rotated(boxes[:0], scores[:0], 0.5)
+    assert empty.dtype == torch.int64 and empty.shape == (0,)
+    with pytest.raises(ValueError, match="scores"):
+        c_nms_rotated(boxes, scores[:1], 0.5)
+
+
+def test_batched_nms_rotated_through_detectron2_api():
+    boxes = clustered_boxes(120, 7)
+    scores = torch.rand(120, generator=torch.Generator().manual_seed(8))
+    classes = torch.randint(0, 3, (120,), generator=torch.Generator().manual_seed(9))
+    keep = batched_nms_rotated(boxes, scores, classes, 0.4)
+    expected = []
+    for c in range(3):
+        idx = (classes == c).nonzero()[:, 0]
+        expected += idx[ref_nms(boxes[idx], scores[idx], 0.4)].tolist()
+    expected.sort(key=lambda i: -float(scores[i]))
+    assert keep.tolist() == expected
+
+
+def test_nms_rotated_torch_op_in_torchscript():
+    register_torch_ops()  # idempotent: a second registration must not fail or clash
+    register_torch_ops()
+
+    @torch.jit.script
+    def scripted(boxes: Tensor, scores: Tensor, threshold: float) -> Tensor:
+        return torch.ops.detectron2.nms_rotated(boxes, scores, threshold)
+
+    class Module(torch.nn.Module):  # how Detectron2's own layers get scripted (unannotated args)
+        def forward(self, boxes, scores, threshold):
+            return nms_rotated(boxes, scores, threshold)
+
+    boxes = clustered_boxes(60, 10, clusters=8)
+    scores = torch.rand(60, generator=torch.Generator().manual_seed(11))
+    expected = ref_nms(boxes, scores, 0.5)
+    assert scripted(boxes, scores, 0.5).tolist() == expected
+    assert torch.jit.script(Module())(boxes, scores, torch.tensor(0.5)).tolist() == expected
+
+
+# ---------------------------------------------------------------- ROIAlignRotated
+def scalar_roi_align_rotated(feature, roi, scale, pooled, ratio):
+    """Direct scalar transcription of the v0.6 C++ forward for one ROI (reference, slow)."""
+    _, height, width = feature.shape
+    b, xc, yc, w, h, a = roi.tolist()
+    cx, cy, w, h, t = xc * scale - 0.5, yc * scale - 0.5, w * scale, h * scale, math.radians(a)
+    gh = ratio if ratio > 0 else math.ceil(h / pooled)
+    gw = ratio if ratio > 0 else math.ceil(w / pooled)
+    out = torch.zeros(feature.shape[0], pooled, pooled, dtype=torch.float64)
+    for ph in range(pooled):
+        for pw in range(pooled):
+            for iy in range(gh):
+                for ix in range(gw):
+                    yy = -h / 2 + ph * h / pooled + (iy + 0.5) * h / pooled / gh
+                    xx = -w / 2 + pw * w / pooled + (ix + 0.5) * w / pooled / gw
+                    y = yy * math.cos(t) - xx * math.sin(t) + cy
+                    x = yy * math.sin(t) + xx * math.cos(t) + cx
+                    if y < -1 or y > height or x < -1 or x > width:
+                        continue
+                    y, x = max(y, 0.0), max(x, 0.0)
+                    y0, x0 = int(y), int(x)
+                    y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
+                    if y0 >= height - 1:
+                        y0, y = height - 1, float(height - 1)
+                    if x0 >= width - 1:
+                        x0, x = width - 1, float(width - 1)
+                    ly, lx = y - y0, x - x0
+                    value = (
+                        (1 - ly) * (1 - lx) * feature[:, y0, x0]
+                        + (1 - ly) * lx * feature[:, y0, x1]
+                        + ly * (1 - lx) * feature[:, y1, x0]
+                        + ly * lx * feature[:, y1, x1]
+                    )
+                    out[:, ph, pw] += value / max(gh * gw, 1)
+    return out
+
+
+def random_rois(n, seed, height, width, scale):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.rand(n, 2, generator=g) * torch.tensor([width, height]) / scale
+    sizes = torch.rand(n, 2, generator=g) * 10 / scale + 0.5
+    angles = torch.rand(n, 1, generator=g) * 360 - 180
+    batch = torch.randint(0, 2, (n, 1), generator=g).double()
+    return torch.cat([batch, centers, sizes, angles], 1)  # some stick out of the map
+
+
+@pytest.mark.parametrize("ratio", [2, 0])
+def test_roi_align_rotated_matches_scalar_transcription(ratio):
+    feature = torch.randn(2, 3, 9, 11, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    rois = random_rois(12, 13, 9, 11, scale=0.5)
+    got = roi_align_rotated_forward(feature, rois, 0.5, 3, 3, ratio)
+    for k, roi in enumerate(rois):
+        ref = scalar_roi_align_rotated(feature[int(roi[0])], roi, 0.5, 3, ratio)
+        torch.testing.assert_close(got[k], ref, atol=1e-10, rtol=0)
+
+
+# angle 90k samples the feature map rotated k quarter turns clockwise on screen (torch.rot90 by -k);
+# where the ROI center lands there, with (H, W) the map size in input-image units:
+_ROT_CENTER = {
+    1: lambda xc, yc, h, w: (h - yc, xc),
+    2: lambda xc, yc, h, w: (w - xc, h - yc),
+    3: lambda xc, yc, h, w: (yc, w - xc),
+}
+
+
+@pytest.mark.parametrize("quarter_turns", [0, 1, 2, 3])
+@pytest.mark.parametrize("ratio", [2, 0])
+def test_roi_align_rotated_quarter_turns_vs_axis_aligned_roi_align(quarter_turns, ratio):
+    scale, pooled = 0.5, (4, 3)
+    feature = torch.randn(2, 3, 10, 13, generator=torch.Generator().manual_seed(14))
+    rois = random_rois(10, 15, 10, 13, scale).float()
+    rois[:, 5] = 90.0 * quarter_turns + torch.tensor([0.0, 360.0, -360.0, 0, 0, 0, 0, 0, 0, 0])
+    got = ROIAlignRotated(pooled, scale, ratio)(feature, rois)
+
+    rotated = torch.rot90(feature, -quarter_turns, dims=(2, 3))
+    b, xc, yc, w, h = rois[:, :5].unbind(1)
+    if quarter_turns:
+        xc, yc = _ROT_CENTER[quarter_turns](xc, yc, 10 / scale, 13 / scale)
+    axis_boxes = torch.stack([b, xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], 1)
+    expected = ROIAlign(pooled, scale, ratio, aligned=True)(rotated, axis_boxes)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("ratio", [2, 0])
+def test_roi_align_rotated_gradcheck(ratio):
+    feature = torch.randn(2, 2, 6, 7, generator=torch.Generator().manual_seed(16), dtype=torch.float64)
+    rois = random_rois(5, 17, 6, 7, scale=1.0)
+    feature.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda f: roi_align_rotated(f, rois, (3, 2), 1.0, ratio), (feature,))
+
+
+def test_roi_align_rotated_bad_input():
+    feature = torch.zeros(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="non-negative size"):
+        roi_align_rotated_forward(feature, torch.tensor([[0.0, 2, 2, -1, 1, 0]]), 1.0, 2, 2, 0)
+    with pytest.raises(ValueError, match="batch indices"):
+        roi_align_rotated_forward(feature, torch.tensor([[1.0, 2, 2, 1, 1, 0]]), 1.0, 2, 2, 0)
+    empty = roi_align_rotated_forward(feature, torch.zeros(0, 6), 1.0, 2, 3, 0)
+    assert empty.shape == (0, 1, 2, 3)
