@@ -184,6 +184,32 @@ def _ddp_on_cpu(module):
     module.create_ddp_model = create_ddp_model
 
 
+# ---- v0.6's deformable convs raise on CPU (no backward, no deformable_groups > 1, no modulated) ---
+def _deform_conv_on_cpu(module):
+    from torchvision.ops import deform_conv2d
+
+    cuda_deform_conv, cuda_modulated = module.deform_conv, module.modulated_deform_conv
+
+    def deform_conv(input, offset, weight, stride=1, padding=0, dilation=1, groups=1, deformable_groups=1,
+                    im2col_step=64):
+        if input.is_cuda:
+            return cuda_deform_conv(input, offset, weight, stride, padding, dilation, groups, deformable_groups,
+                                    im2col_step)
+        # torchvision reads groups from weight.shape[1] and deformable groups from offset's channels,
+        # with the same (dy, dx) offset layout as Detectron2; it has a CPU backward.
+        return deform_conv2d(input, offset, weight, stride=stride, padding=padding, dilation=dilation)
+
+    def modulated_deform_conv(input, offset, mask, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                              deformable_groups=1):
+        if input.is_cuda:
+            return cuda_modulated(input, offset, mask, weight, bias, stride, padding, dilation, groups,
+                                  deformable_groups)
+        return deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding, dilation=dilation,
+                             mask=mask)
+
+    module.deform_conv, module.modulated_deform_conv = deform_conv, modulated_deform_conv
+
+
 def _nothing_after(module):
     return None
 
@@ -196,4 +222,5 @@ PATCHES = (
     ModulePatch("detectron2.export", _nothing_after, _export_without_caffe2),
     ModulePatch("detectron2.config.config", _model_zoo_bases),
     ModulePatch("detectron2.engine.defaults", _ddp_on_cpu),
+    ModulePatch("detectron2.layers.deform_conv", _deform_conv_on_cpu),
 )

@@ -149,3 +149,20 @@ def test_compiled_ops_replaced_and_collect_env_runs():
 def test_no_global_pkg_resources_stub():
     module = sys.modules.get("pkg_resources")
     assert module is None or hasattr(module, "working_set")
+
+
+def test_deformable_convs_train_on_cpu():
+    from detectron2.layers import DeformConv, ModulatedDeformConv
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 7, 7, requires_grad=True)
+    for layer in (DeformConv(4, 6, 3, padding=1, groups=2, deformable_groups=2),
+                  ModulatedDeformConv(4, 6, 3, padding=1, deformable_groups=2)):
+        offset = torch.zeros(2, 2 * 2 * 9, 7, 7, requires_grad=True)
+        args = (x, offset) if isinstance(layer, DeformConv) else (x, offset, torch.ones(2, 2 * 9, 7, 7))
+        out = layer(*args)
+        bias = getattr(layer, "bias", None)
+        expected = torch.nn.functional.conv2d(x, layer.weight, bias, padding=1, groups=layer.groups)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)  # zero offsets: a plain conv
+        out.square().sum().backward()
+        assert offset.grad.abs().sum() > 0 and layer.weight.grad is not None
