@@ -48,7 +48,7 @@ __all__ = [
     "register_shapes",
 ]
 
-# Part of the cache path: bump it whenever the generator's output changes, so no stale cache is read.
+# Part of the cache path: bump it whenever the generator's output changes (no stale cache is read).
 VERSION = "shapes-v1"
 DEFAULT_SEED = 0
 SPLIT_SIZES = {"train": 200, "val": 50}
@@ -103,7 +103,7 @@ def _save_png(array, path):
 
 
 def _segment(segment_map, segment_id):
-    """RLE (compressed, JSON-ready), area and XYWH bbox of one segment, all computed by pycocotools."""
+    """RLE (compressed, JSON-ready), area and XYWH bbox of one segment, all from pycocotools."""
     rle = mask_util.encode(np.asfortranarray(segment_map == segment_id, dtype=np.uint8))
     area = int(mask_util.area(rle))
     bbox = [int(v) for v in mask_util.toBbox(rle)]

@@ -77,11 +77,12 @@ def panoptic_standard_metadata(categories):
 
 
 def panoptic_separated_metadata(categories):
-    """Panoptic FPN's "separated" metadata: things as instances; semantic 0 = things, 1..S = stuff."""
+    """Panoptic FPN's "separated" metadata: things as instances; semantic 0 = things, 1..S stuff."""
     meta = instances_metadata([c for c in categories if c["isthing"]])
     stuff = _by_id([c for c in categories if not c["isthing"]])
     meta["stuff_classes"] = ["things"] + [c["name"] for c in stuff]
-    meta["stuff_dataset_id_to_contiguous_id"] = {0: 0, **{c["id"]: i + 1 for i, c in enumerate(stuff)}}
+    stuff_ids = {c["id"]: i + 1 for i, c in enumerate(stuff)}
+    meta["stuff_dataset_id_to_contiguous_id"] = {0: 0, **stuff_ids}
     colors = _colors(stuff)
     if colors is not None:
         meta["stuff_colors"] = [_SEPARATED_THINGS_COLOR] + colors
@@ -150,23 +151,25 @@ def _read_json(path, keys):
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}")
+            where = f"line {e.lineno}, column {e.colno}"
+            raise ValueError(f"{path}: malformed JSON at {where}: {e.msg}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+        kind = type(data).__name__
+        raise ValueError(f"{path}: expected a JSON object at the top level, got {kind}")
     for key in keys:
         if not isinstance(data.get(key), list):
             raise ValueError(f"{path}: expected a list under '{key}'")
     return data
 
 
-def _index(items, path, kind, key="id"):
+def _index(items, path, kind, key="id", where=""):
     """``{item[key]: item}``; an item without the key, or a repeated one, is an error."""
     index = {}
     for position, item in enumerate(items):
         if not isinstance(item, dict) or key not in item:
-            raise ValueError(f"{path}: {kind} #{position} has no '{key}'")
+            raise ValueError(f"{path}: {kind} #{position}{where} has no '{key}'")
         if item[key] in index:
-            raise ValueError(f"{path}: duplicate {kind} {key} {item[key]!r}")
+            raise ValueError(f"{path}: duplicate {kind} {key} {item[key]!r}{where}")
         index[item[key]] = item
     return index
 
@@ -231,11 +234,13 @@ def _validate_panoptic(panoptic_json, image_root, panoptic_root):
         what = f"annotation of image id {image_id!r}"
         _require_keys(ann, ("file_name", "segments_info"), panoptic_json, what)
         _check_reference(image_id, images, panoptic_json, what, "image")
-        segments = _index(ann["segments_info"], panoptic_json, f"segment of image id {image_id!r}")
+        where = f" in image id {image_id!r}"
+        segments = _index(ann["segments_info"], panoptic_json, "segment", where=where)
         for segment_id, segment in segments.items():
             seg_what = f"segment id {segment_id!r} of image id {image_id!r}"
             _require_keys(segment, ("category_id",), panoptic_json, seg_what)
-            _check_reference(segment["category_id"], categories, panoptic_json, seg_what, "category")
+            category_id = segment["category_id"]
+            _check_reference(category_id, categories, panoptic_json, seg_what, "category")
         png = os.path.join(panoptic_root, ann["file_name"])
         if not os.path.isfile(png):
             raise FileNotFoundError(f"{panoptic_json}: {what}: panoptic PNG not found: {png}")

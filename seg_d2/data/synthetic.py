@@ -1,4 +1,4 @@
-"""Deterministic synthetic "shapes" scenes: coloured shapes ("things") on textured regions ("stuff").
+"""Deterministic synthetic "shapes" scenes: coloured shapes ("things") on textured "stuff" regions.
 
 A scene is an RGB image plus one segment map (0 = void, else a segment id) and the segment list;
 every annotation form (COCO instances, COCO panoptic, semantic) is derived from that single map, so
@@ -61,7 +61,8 @@ def _stuff_layout(rng, yy, xx):
     n = rng.integers(*NUM_REGIONS)
     seeds = rng.uniform(0, 1, (n, 2)) * (h, w)
     labels = rng.choice(STUFF_IDS, n)
-    amplitude, frequency, phase = rng.uniform(3, 10), rng.uniform(0.05, 0.15), rng.uniform(0, 6.3, 2)
+    amplitude, frequency = rng.uniform(3, 10), rng.uniform(0.05, 0.15)
+    phase = rng.uniform(0, 6.3, 2)
     wy = yy + amplitude * np.sin(xx * frequency + phase[0])
     wx = xx + amplitude * np.sin(yy * frequency + phase[1])
     dist = (wy[None] - seeds[:, 0, None, None]) ** 2 + (wx[None] - seeds[:, 1, None, None]) ** 2
@@ -81,7 +82,7 @@ def _thing_mask(category_id, rng, yy, xx):
         u = dx * np.cos(angle) + dy * np.sin(angle)
         v = -dx * np.sin(angle) + dy * np.cos(angle)
         return (np.abs(u) <= half_w) & (np.abs(v) <= half_h)
-    # triangle: 3 vertices roughly 120 degrees apart; inside = left of every (counter-clockwise) edge
+    # triangle: 3 vertices roughly 120 degrees apart; inside = left of every counter-clockwise edge
     radius = rng.uniform(10, 26)
     angles = angle + np.arange(3) * 2 * np.pi / 3 + rng.uniform(-0.3, 0.3, 3)
     vy, vx = radius * np.sin(angles), radius * np.cos(angles)
@@ -99,7 +100,7 @@ def _thing_color(rng):
 
 
 def generate_scene(rng: np.random.Generator, image_size=IMAGE_SIZE) -> Scene:
-    """One scene from ``rng``; later things occlude earlier ones, segment masks are the visible parts."""
+    """One scene from ``rng``. Later things occlude earlier ones; segments are the visible parts."""
     h, w = image_size
     # pixel centres, so a shape covers a pixel when it covers the pixel's centre
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5

@@ -46,11 +46,8 @@ def _json(path):
 
 
 def _hashes(root):
-    return {
-        os.path.relpath(os.path.join(d, f), root): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
-        for d, _, files in os.walk(root)
-        for f in files
-    }
+    paths = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+    return {os.path.relpath(p, root): hashlib.sha256(open(p, "rb").read()).digest() for p in paths}
 
 
 def _per_image(split_root, split):
@@ -104,8 +101,9 @@ def test_semantic_pngs_agree_with_panoptic(root):
         np.testing.assert_array_equal(semantic[ids == 0], 255)
         np.testing.assert_array_equal(separated[ids == 0], 255)
         for seg in pan["segments_info"]:
-            np.testing.assert_array_equal(semantic[ids == seg["id"]], SEMANTIC[seg["category_id"]])
-            np.testing.assert_array_equal(separated[ids == seg["id"]], SEPARATED[seg["category_id"]])
+            mask, category_id = ids == seg["id"], seg["category_id"]
+            np.testing.assert_array_equal(semantic[mask], SEMANTIC[category_id])
+            np.testing.assert_array_equal(separated[mask], SEPARATED[category_id])
 
 
 def test_areas_and_bboxes_match_masks(root):
@@ -126,9 +124,10 @@ def test_generator_makes_varied_scenes():
     scenes = [generate_scene(np.random.default_rng([9, i])) for i in range(30)]
     categories = {s["category_id"] for scene in scenes for s in scene.segments}
     assert categories == set(SEMANTIC)
-    borders = [np.concatenate([s.segment_map[[0, -1]].ravel(), s.segment_map[:, [0, -1]].ravel()]) for s in scenes]
+    maps = [scene.segment_map for scene in scenes]
+    borders = [np.concatenate([m[[0, -1]].ravel(), m[:, [0, -1]].ravel()]) for m in maps]
     assert any((b % 1000 > 0).any() for b in borders), "some thing must be cut by the border"
-    assert any((scene.segment_map == 0).any() for scene in scenes), "tiny occluded things become void"
+    assert any((m == 0).any() for m in maps), "tiny occluded things become void"
     assert len({scene.image.tobytes() for scene in scenes}) == 30
 
 
@@ -181,7 +180,8 @@ def test_each_form_loads_and_maps(root, form):
         assert inst.gt_masks.tensor.shape[1:] == (128, 128)
         assert inst.gt_classes.max() < 3
         masks = inst.gt_masks.tensor.numpy()
-        ids = rgb2id(_read(os.path.join(root, "panoptic", "train", os.path.basename(d["file_name"]))))
+        png = os.path.join(root, "panoptic", "train", os.path.basename(d["file_name"]))
+        ids = rgb2id(_read(png))
         for mask in masks:
             assert len(np.unique(ids[mask])) == 1 and ids[mask][0] % 1000 > 0  # exactly one thing
         if form == "_panoptic_separated":
@@ -195,7 +195,8 @@ def test_metadata_of_builtin_names():
     for split in ("train", "val"):
         m = MetadataCatalog.get(f"seg_d2_shapes_{split}")
         assert m.evaluator_type == "coco" and m.thing_classes == list(THINGS.values())
-        assert m.thing_dataset_id_to_contiguous_id == {1: 0, 2: 1, 3: 2} and len(m.thing_colors) == 3
+        assert m.thing_dataset_id_to_contiguous_id == {1: 0, 2: 1, 3: 2}
+        assert len(m.thing_colors) == 3
         assert m.json_file == os.path.join(root, "annotations", f"instances_{split}.json")
 
         m = MetadataCatalog.get(f"seg_d2_shapes_{split}_panoptic_separated")
@@ -238,7 +239,8 @@ def test_evaluators_score_ground_truth_perfectly(root, tmp_path):
     outputs = []
     for d in inputs:
         ids = torch.from_numpy(rgb2id(_read(d["pan_seg_file_name"])).astype(np.int64))
-        segments = [{"id": s["id"], "category_id": s["category_id"], "isthing": s["isthing"]} for s in d["segments_info"]]
+        keys = ("id", "category_id", "isthing")
+        segments = [{k: s[k] for k in keys} for s in d["segments_info"]]
         things = [s for s in segments if s["isthing"]]
         inst = Instances((128, 128))
         inst.pred_masks = torch.stack([ids == s["id"] for s in things])
@@ -256,8 +258,10 @@ def test_evaluators_score_ground_truth_perfectly(root, tmp_path):
     outputs = []
     for d in inputs:
         gt = torch.from_numpy(_read(d["sem_seg_file_name"]).astype(np.int64))
-        outputs.append({"sem_seg": torch.nn.functional.one_hot(gt.clamp(max=5), 6).permute(2, 0, 1).float()})
-    miou = _evaluate(SemSegEvaluator(name, distributed=False, output_dir=str(tmp_path)), inputs, outputs)
+        one_hot = torch.nn.functional.one_hot(gt.clamp(max=5), 6)  # void pixels: any class
+        outputs.append({"sem_seg": one_hot.permute(2, 0, 1).float()})
+    evaluator = SemSegEvaluator(name, distributed=False, output_dir=str(tmp_path))
+    miou = _evaluate(evaluator, inputs, outputs)
     assert miou["sem_seg"]["mIoU"] == pytest.approx(100.0)
 
 
