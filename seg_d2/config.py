@@ -71,8 +71,8 @@ def _add_semantic_config(cfg):
     cfg.MODEL.UNET.DEPTH = 4
     # Width of the full-resolution level; doubles at each level down (64 -> 1024 in the paper).
     cfg.MODEL.UNET.BASE_CHANNELS = 64
-    # 1 for grayscale (with INPUT.FORMAT "L" and 1-value PIXEL_MEAN/STD; UNetSegmentor turns the 3-channel
-    # images DefaultPredictor passes into luma), 3 for colour.
+    # 1 for grayscale (with 1-value MODEL.PIXEL_MEAN/STD; UNetSegmentor turns 3-channel BGR/RGB input into
+    # luma, so INPUT.FORMAT may stay BGR, as DefaultPredictor requires; "L" also trains), 3 for colour.
     cfg.MODEL.UNET.IN_CHANNELS = 3
     # Norm after every 3x3 conv ("" as in the paper; "BN"/"GN"/"SyncBN" train faster from scratch).
     cfg.MODEL.UNET.NORM = "BN"

@@ -1,9 +1,9 @@
 """UNetSegmentor: Detectron2's SemanticSegmentor for a U-Net backbone, which also takes grayscale.
 
-A 1-channel U-Net (MODEL.UNET.IN_CHANNELS 1, MODEL.PIXEL_MEAN/STD of length 1) trains on INPUT.FORMAT
-"L" images, but DefaultPredictor always hands the model 3-channel BGR (or RGB, by INPUT.FORMAT) images.
-Such 3-channel inputs are converted to luma with ITU-R BT.601 weights, the weights PIL's "L" conversion
-(used by Detectron2's read_image) applies, so training and prediction see the same gray values.
+A 1-channel U-Net (MODEL.UNET.IN_CHANNELS 1, MODEL.PIXEL_MEAN/STD of length 1) converts 3-channel input
+(BGR, or RGB with INPUT.FORMAT "RGB") to luma with ITU-R BT.601 weights. DefaultPredictor only accepts
+INPUT.FORMAT BGR/RGB, so it works unchanged; data read with INPUT.FORMAT "L" is already 1-channel and
+passes through, and since PIL's "L" conversion uses the same weights, both see the same gray values.
 """
 from typing import Tuple
 
