@@ -1,4 +1,5 @@
 """seg_d2's model parts; importing a module registers it in Detectron2's registries."""
+from . import roi_heads  # noqa: F401
 from . import backbone  # noqa: F401
 from . import meta_arch  # noqa: F401
 from . import sem_seg  # noqa: F401
