@@ -20,6 +20,7 @@ import numpy as np
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 from detectron2.utils.file_io import PathManager
+from pycocotools import mask as mask_util
 
 from .validation import EvaluationInputError, check_coco_ground_truth, check_coco_results, load_json
 
@@ -113,6 +114,8 @@ def run_cocoeval(gt, results, iou_type, engine="auto", max_dets=(1, 10, 100), im
             raise EvaluationInputError(f"{results_source}: detection #{k} has no '{key}' for {iou_type} AP")
     # loadRes writes id/area/iscrowd into each detection: work on copies
     results = [{k: v for k, v in r.items() if not (drop_bbox_for_segm and k == "bbox")} for r in results]
+    if iou_type == "segm":
+        _polygons_to_rle(results, dataset)
 
     name = resolve_engine(engine)
     coco_cls = importlib.import_module(_ENGINES[name][0]).COCO
@@ -133,6 +136,17 @@ def run_cocoeval(gt, results, iou_type, engine="auto", max_dets=(1, 10, 100), im
         ev.accumulate()
     precision, recall = np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"])
     return CocoEvalResult(_summary_stats(precision, recall, ev.params), precision, recall, ev.params)
+
+
+def _polygons_to_rle(results, dataset):
+    """Polygon masks -> RLE, as pycocotools' annToRLE would (its loadRes cannot take polygons alone)."""
+    sizes = {im["id"]: (im["height"], im["width"]) for im in dataset["images"]}
+    for r in results:
+        if isinstance(r["segmentation"], list):
+            h, w = sizes[r["image_id"]]
+            rle = mask_util.merge(mask_util.frPyObjects(r["segmentation"], h, w)) if r["segmentation"] else (
+                mask_util.encode(np.zeros((h, w, 1), np.uint8, order="F"))[0])
+            r["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
 
 def _make_coco(coco_cls, name, dataset):

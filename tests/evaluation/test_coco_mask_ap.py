@@ -69,6 +69,8 @@ def _case(seed, kind):
             if with_box:
                 x, y, bw, bh = mask_util.toBbox(d["segmentation"]).tolist()
                 d["bbox"] = [x, y, bw * rng.uniform(1, 3), bh * rng.uniform(1, 3)]
+                if rng.random() < 0.3:  # pycocotools takes polygon results only on its box branch
+                    d["segmentation"] = _polygon(m)
             dets.append(d)
     return {"images": images, "categories": cats, "annotations": anns}, dets
 

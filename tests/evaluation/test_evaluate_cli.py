@@ -1,0 +1,62 @@
+"""tools/evaluate.py: tables, JSON output, and exit code 2 with a clear message on bad input."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import seg_d2  # noqa: F401
+from seg_d2.evaluation import evaluate_coco, pq_compute
+
+_spec = importlib.util.spec_from_file_location(
+    "evaluate_cli", os.path.join(os.path.dirname(__file__), "..", "..", "tools", "evaluate.py"))
+cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cli)
+
+
+def _coco(tmp_path):
+    gt = {"images": [{"id": 1, "width": 4, "height": 4}], "categories": [{"id": 3, "name": "cat"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 2, 2], "area": 4,
+                           "iscrowd": 0, "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]]}]}
+    dets = [{"image_id": 1, "category_id": 3, "score": 0.9, "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]]}]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    return str(tmp_path / "gt.json"), str(tmp_path / "dets.json")
+
+
+def test_instances_table_and_json(tmp_path, capsys):
+    gt, dets = _coco(tmp_path)
+    out = str(tmp_path / "m.json")
+    assert cli.main(["--output", out, "instances", "--gt", gt, "--results", dets]) == 0
+    written = json.load(open(out))["segm"]
+    assert written["AP"] == evaluate_coco(gt, dets, "segm")["AP"] and "AP-cat" in written
+    assert "AP-cat" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[{", "dets.json: malformed JSON"),
+    ('[{"image_id": 8, "category_id": 3, "score": 1, "segmentation": []}]', "dets.json: detection #0 has image id 8"),
+])
+def test_bad_results_exit_2(tmp_path, capsys, content, message):
+    gt, dets = _coco(tmp_path)
+    (tmp_path / "dets.json").write_text(content)
+    assert cli.main(["instances", "--gt", gt, "--results", dets]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_panoptic(tmp_path, panoptic_case):
+    _, _, (gt, pred) = panoptic_case(str(tmp_path), 4, 3, "normal")
+    out = str(tmp_path / "pq.json")
+    assert cli.main(["--output", out, "panoptic", "--gt", gt, "--pred", pred, "--workers", "0"]) == 0
+    assert json.load(open(out))["panoptic_seg"]["PQ"] == pytest.approx(100 * pq_compute(gt, pred, num_workers=0)["All"]["pq"])
+
+
+def test_semantic_size_mismatch_exit_2(tmp_path, capsys):
+    for d, shape in (("gt", (4, 4)), ("pred", (4, 5))):
+        os.makedirs(tmp_path / d)
+        Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / d / "a.png")
+    args = ["semantic", "--gt-dir", str(tmp_path / "gt"), "--pred-dir", str(tmp_path / "pred"), "--num-classes", "2"]
+    assert cli.main(args) == 2
+    assert "a.png: PNG is 5x4, expected 4x4" in capsys.readouterr().err
