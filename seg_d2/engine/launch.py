@@ -7,6 +7,8 @@ CPU-only machine ``num_processes_per_machine`` (``--num-gpus`` in tools/train_ne
 import logging
 import os
 import socket
+import sys
+import traceback
 from datetime import timedelta
 
 import torch
@@ -73,6 +75,12 @@ def _worker(local_rank, main_func, world_size, num_per_machine, num_machines, ma
     _init_worker(local_rank, world_size, num_per_machine, num_machines, machine_rank, dist_url, backend, timeout)
     try:
         main_func(*args)
+    except Exception:
+        # The parent re-raises whichever failure it sees first, often a peer's "connection closed";
+        # print each rank's own traceback so the root cause is always in the log.
+        rank = machine_rank * num_per_machine + local_rank
+        print(f"seg_d2.engine.launch: rank {rank} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        raise
     finally:
         dist.destroy_process_group()
 
