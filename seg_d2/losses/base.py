@@ -5,7 +5,6 @@ Every loss sees its input as a :class:`SegBatch` of flat ``(N, C, P)`` tensors, 
 writes its formula once for binary, multi-class and multi-label segmentation.
 """
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -46,20 +45,25 @@ def check_choice(param, value, choices):
     return value
 
 
-@dataclass
 class SegBatch:
     """One loss input in flat form; P is the number of pixels per image (any trailing shape, flattened).
 
     logits: (N, C, P), float32 (float64 kept, for gradcheck); binary mode has C = 1.
-    target: (N, C, P), same dtype; one-hot in multiclass mode; 0 at ignored pixels.
     weight: (N, 1, P) or (N, C, P), per-pixel weight, 0 = ignored.
     labels: (N, P) int64 class indices (multiclass only; 0 at ignored pixels).
+    target: (N, C, P), logits' dtype, 0 at ignored pixels; in multiclass mode the one-hot of
+        ``labels``, built on first use (plain CE never needs it).
     """
 
-    logits: torch.Tensor
-    target: torch.Tensor
-    weight: torch.Tensor
-    labels: Optional[torch.Tensor] = None
+    def __init__(self, logits, weight, target=None, labels=None):
+        self.logits, self.weight, self.labels, self._target = logits, weight, labels, target
+
+    @property
+    def target(self):
+        if self._target is None:
+            onehot = F.one_hot(self.labels, self.logits.shape[1]).permute(0, 2, 1)
+            self._target = onehot.to(self.logits.dtype) * (self.weight > 0)
+        return self._target
 
     def probs(self):
         return self.logits.softmax(1) if self.labels is not None else self.logits.sigmoid()
@@ -140,8 +144,7 @@ class SegLoss(nn.Module):
             labels = target.reshape(n, p).long()
             valid = self._valid(labels).unsqueeze(1)
             labels = labels.masked_fill(~valid.squeeze(1), 0)
-            onehot = F.one_hot(labels, c).permute(0, 2, 1).to(dtype)
-            return SegBatch(logits, onehot * valid, self._weight(weight, valid, pixel_shape, dtype), labels)
+            return SegBatch(logits, self._weight(weight, valid, pixel_shape, dtype), labels=labels)
 
         if target.shape[:2] != (n, c) or target.numel() != logits.numel():
             raise ValueError(
@@ -150,7 +153,7 @@ class SegLoss(nn.Module):
         target = target.reshape(n, c, p)
         valid = self._valid(target)
         target = target.to(dtype) * valid
-        return SegBatch(logits, target, self._weight(weight, valid, pixel_shape, dtype))
+        return SegBatch(logits, self._weight(weight, valid, pixel_shape, dtype), target=target)
 
     def _valid(self, target):
         if self.ignore_index is None:

@@ -57,15 +57,17 @@ class CrossEntropyLoss(_PixelCE):
     def compute(self, batch):
         if batch.labels is None:
             return self.sigmoid_ce(batch, self.label_smoothing)
-        channels = batch.logits.shape[1]
-        target = batch.target * (1 - self.label_smoothing) + self.label_smoothing / channels
-        loss = -(target * batch.logits.log_softmax(1))
-        weights = _class_weights(self.class_weights, channels, loss)
-        norm = batch.weight
+        weights = _class_weights(self.class_weights, batch.logits.shape[1], batch.logits)
         if weights is not None:
-            loss = loss * weights
-            norm = norm * weights.view(-1)[batch.labels].unsqueeze(1)
-        return safe_div((loss.sum(1, keepdim=True) * batch.weight).sum(), norm.sum())
+            weights = weights.view(-1)
+        # torch's fused kernel; ignored pixels carry label 0 and weight 0
+        loss = F.cross_entropy(
+            batch.logits, batch.labels, weight=weights, label_smoothing=self.label_smoothing, reduction="none"
+        )
+        norm = batch.weight.squeeze(1)
+        if weights is not None:
+            norm = norm * weights[batch.labels]
+        return safe_div((loss * batch.weight.squeeze(1)).sum(), norm.sum())
 
 
 @SEG_LOSS_REGISTRY.register()
