@@ -137,6 +137,8 @@ def test_nms_threshold_is_inclusive_and_empty_input():
     boxes = torch.tensor([[5.0, 5, 4, 2, 30], [5.0, 5, 4, 2, 30 - 360]])
     scores = torch.tensor([0.2, 0.9])
     assert c_nms_rotated(boxes, scores, 1.0).tolist() == [1]  # IoU 1 >= 1: suppressed, as the C++
+    apart = random_boxes(5, 20, spread=1000.0)
+    assert c_nms_rotated(apart, torch.arange(5.0), 0.0).tolist() == [4]  # IoU 0 >= 0 too
     empty = c_nms_rotated(boxes[:0], scores[:0], 0.5)
     assert empty.dtype == torch.int64 and empty.shape == (0,)
     with pytest.raises(ValueError, match="scores"):

@@ -101,22 +101,31 @@ def _pair_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     return inter / (area1 + area2 - inter)
 
 
-def _iou_matrix(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """(N, M) float64 IoU of float64 boxes, clipping only pairs whose circumscribed circles meet."""
+def _iou_matrix(boxes1: torch.Tensor, boxes2: torch.Tensor, min_iou: float = 0.0) -> torch.Tensor:
+    """(N, M) float64 IoU of float64 boxes, clipping only pairs whose circumscribed circles meet.
+
+    With min_iou > 0, pairs that provably have IoU < min_iou (IoU <= smaller area / larger area)
+    are also skipped and left at 0.
+    """
     n, m = len(boxes1), len(boxes2)
     out = boxes1.new_zeros(n, m)
     if n == 0 or m == 0:
         return out
     radius1 = torch.hypot(boxes1[:, 2], boxes1[:, 3]) / 2
     radius2 = torch.hypot(boxes2[:, 2], boxes2[:, 3]) / 2
-    big1 = boxes1[:, 2] * boxes1[:, 3] >= _MIN_AREA
-    big2 = boxes2[:, 2] * boxes2[:, 3] >= _MIN_AREA
+    area1, area2 = boxes1[:, 2] * boxes1[:, 3], boxes2[:, 2] * boxes2[:, 3]
+    big1, big2 = area1 >= _MIN_AREA, area2 >= _MIN_AREA
+    # slack: a pair just below min_iou may still round up to it in float32
+    min_ratio = min_iou * (1 - 1e-6)
     rows = max(1, _SCREEN_PAIRS // m)
     for s in range(0, n, rows):
         b1 = boxes1[s : s + rows]
         dist2 = (b1[:, None, 0] - boxes2[:, 0]) ** 2 + (b1[:, None, 1] - boxes2[:, 1]) ** 2
         reach2 = (radius1[s : s + rows, None] + radius2) ** 2
         near = (dist2 <= reach2) & big1[s : s + rows, None] & big2
+        if min_ratio > 0:
+            a1 = area1[s : s + rows, None]
+            near &= torch.minimum(a1, area2) >= min_ratio * torch.maximum(a1, area2)
         i, j = near.nonzero(as_tuple=True)
         i = i + s
         for c in range(0, len(i), _CLIP_PAIRS):
@@ -168,9 +177,11 @@ def nms_rotated(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
     for s in range(0, len(boxes), _NMS_BLOCK):
         block = torch.arange(s, min(s + _NMS_BLOCK, len(boxes)), device=dets.device)
         if len(kept):
-            hit = _suppressed_by(_iou_matrix(boxes[block], boxes[kept]), iou_threshold, dets.dtype)
+            iou = _iou_matrix(boxes[block], boxes[kept], iou_threshold)
+            hit = _suppressed_by(iou, iou_threshold, dets.dtype)
             block = block[~hit.any(1)]
-        over = _suppressed_by(_iou_matrix(boxes[block], boxes[block]), iou_threshold, dets.dtype)
+        iou = _iou_matrix(boxes[block], boxes[block], iou_threshold)
+        over = _suppressed_by(iou, iou_threshold, dets.dtype)
         alive = _greedy_within(over.triu(1).cpu().numpy())
         kept = torch.cat([kept, block[torch.from_numpy(alive).to(block.device)]])
     return order[kept]
