@@ -107,7 +107,7 @@ def test_every_engine_matches_pycocotools(seed, kind, iou_type):
 
 
 def test_box_area_quirk_is_kept_offline_and_dropped_for_detectron2():
-    gt, dets = _case(11, "normal")
+    gt, dets = _case(13, "normal")
     dets = [d for d in dets if isinstance(d["segmentation"], dict)]  # box-free pycocotools needs RLE
     assert dets
     for d in dets:
