@@ -1,1 +1,2 @@
+from .panoptic_fpn import SegD2PanopticFPN
 from .unet_segmentor import UNetSegmentor
