@@ -14,8 +14,8 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from PIL import Image
 
 from .validation import (
     EvaluationInputError,
@@ -101,13 +101,14 @@ def rgb2id(rgb):
 
 
 def read_panoptic_png(path):
-    """Read a COCO panoptic PNG into an (H, W) uint32 id map; a clear error names an unreadable file."""
-    try:
-        with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise EvaluationInputError(f"{path}: cannot read panoptic PNG ({e})") from e
-    return rgb2id(rgb)
+    """Read a COCO panoptic PNG into an (H, W) uint32 id map; a clear error names an unreadable file.
+
+    OpenCV decodes PNGs about twice as fast as Pillow, and decoding dominates offline PQ.
+    """
+    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise EvaluationInputError(f"{path}: cannot read panoptic PNG")
+    return rgb2id(bgr[..., ::-1])
 
 
 def _densify(id_map, segment_ids, unknown):
