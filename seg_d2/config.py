@@ -118,26 +118,6 @@ def _add_fcn_segformer_config(cfg):
     cfg.MODEL.MIT.PRETRAINED = ""
 
 
-def _add_fcn_segformer_config(cfg):
-    """FCNHead (Long et al., 2015), the MiT backbone (build_mit_backbone) and SegFormerHead (Xie et al., 2021)."""
-    # FCNHead: width of each 3x3 conv on its single IN_FEATURE before the 1x1 classifier ([]: none).
-    cfg.MODEL.SEM_SEG_HEAD.FCN_CONV_DIMS = [512, 512]
-    # FCNHead and SegFormerHead: dropout before the classifier. SegFormerHead's common width is CONVS_DIM.
-    cfg.MODEL.SEM_SEG_HEAD.CLASSIFIER_DROPOUT = 0.1
-
-    # Mix Transformer encoder of SegFormer; see seg_d2/modeling/backbone/mit.py.
-    cfg.MODEL.MIT = CN()
-    # "B0" (widths 32/64/160/256, 3.3M parameters) or "B1" (64/128/320/512, 13.1M); 2 blocks per stage.
-    cfg.MODEL.MIT.VARIANT = "B0"
-    # Stochastic depth, rising linearly over the blocks to this rate (0.1 in the paper).
-    cfg.MODEL.MIT.DROP_PATH_RATE = 0.1
-    # Features to output: "mit1" .. "mit4" at strides 4, 8, 16, 32.
-    cfg.MODEL.MIT.OUT_FEATURES = ["mit1", "mit2", "mit3", "mit4"]
-    # Path to an encoder state_dict (torch.save) to start from ("": random init). Mismatching keys are
-    # reported and keep their initial values. MODEL.WEIGHTS, loaded afterwards, still overrides it.
-    cfg.MODEL.MIT.PRETRAINED = ""
-
-
 def _add_panoptic_config(cfg):
     """MODEL.SEG_D2_PANOPTIC: what SegD2PanopticFPN adds to Detectron2's MODEL.PANOPTIC_FPN.COMBINE
     (OVERLAP_THRESH, STUFF_AREA_LIMIT, INSTANCES_CONFIDENCE_THRESH), whose keys it reads as they are."""
@@ -169,7 +149,6 @@ def add_seg_d2_config(cfg):
         _add_loss_config,
         _add_mask_head_config,
         _add_semantic_config,
-        _add_fcn_segformer_config,
         _add_fcn_segformer_config,
         _add_panoptic_config,
         _add_evaluation_config,
