@@ -8,12 +8,12 @@ from .base import SEG_LOSS_REGISTRY, SegBatch, SegLoss, check_range, safe_div, w
 
 
 def _class_weights(weights: Optional[torch.Tensor], channels: int, like: torch.Tensor):
-    """(C, 1) class weights in ``like``'s dtype, or None; checked against the logits' channel count."""
+    """(C,) class weights in ``like``'s dtype, or None; checked against the logits' channel count."""
     if weights is None:
         return None
     if weights.numel() != channels:
         raise ValueError(f"class_weights has {weights.numel()} entries but the logits have {channels} channels")
-    return weights.to(like).view(channels, 1)
+    return weights.to(like)
 
 
 class _PixelCE(SegLoss):
@@ -34,7 +34,7 @@ class _PixelCE(SegLoss):
         loss = F.binary_cross_entropy_with_logits(batch.logits, target, pos_weight=pos_weight, reduction="none")
         weights = _class_weights(self.class_weights, loss.shape[1], loss)
         if weights is not None:
-            loss = loss * weights
+            loss = loss * weights.view(-1, 1)
         return weighted_mean(loss, batch.weight)
 
 
@@ -58,8 +58,6 @@ class CrossEntropyLoss(_PixelCE):
         if batch.labels is None:
             return self.sigmoid_ce(batch, self.label_smoothing)
         weights = _class_weights(self.class_weights, batch.logits.shape[1], batch.logits)
-        if weights is not None:
-            weights = weights.view(-1)
         # torch's fused kernel; ignored pixels carry label 0 and weight 0
         loss = F.cross_entropy(
             batch.logits, batch.labels, weight=weights, label_smoothing=self.label_smoothing, reduction="none"
