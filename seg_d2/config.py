@@ -141,6 +141,23 @@ def _add_evaluation_config(cfg):
     cfg.SEG_D2.EVALUATION.BOUNDARY_DILATION_RATIO = 0.02
 
 
+def _add_albumentations_config(cfg):
+    """INPUT.ALBUMENTATIONS: train-time augmentation with albumentations (AlbumentationsDatasetMapper in
+    seg_d2.data.dataset_mappers), applied to image, instance masks and semantic labels together."""
+    cfg.INPUT.ALBUMENTATIONS = CN()
+    # False: Detectron2's DatasetMapper and INPUT.* resizing/flip, as stock.
+    cfg.INPUT.ALBUMENTATIONS.ENABLED = False
+    # [name, {params}] per transform, in order; name is an albumentations class (A.<name>), params its
+    # keyword arguments (YAML lists become tuples). Masks are always resampled with nearest neighbour.
+    # Replaces INPUT.MIN_SIZE_TRAIN etc.: add a resize here (e.g. ["Resize", {"height": 128, "width": 128}]).
+    cfg.INPUT.ALBUMENTATIONS.PIPELINE = [
+        ["HorizontalFlip", {"p": 0.5}],
+        ["RandomBrightnessContrast", {"brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5}],
+        ["ElasticTransform", {"alpha": 30.0, "sigma": 6.0, "p": 0.2}],
+        ["GaussNoise", {"std_range": [0.02, 0.08], "p": 0.3}],
+    ]
+
+
 def add_seg_d2_config(cfg):
     """Add seg_d2's keys to a Detectron2 config (call once, right after ``get_cfg()``)."""
     cfg.SEG_D2 = CN()
@@ -152,6 +169,7 @@ def add_seg_d2_config(cfg):
         _add_fcn_segformer_config,
         _add_panoptic_config,
         _add_evaluation_config,
+        _add_albumentations_config,
     ):
         add(cfg)
     return cfg
