@@ -7,7 +7,9 @@ from . import compat
 
 compat.apply()
 
-from .config import add_seg_d2_config  # noqa: E402  (Detectron2 may only be imported after compat)
+# Detectron2 may only be imported after compat.apply(); importing these modules registers their parts.
+from . import baselines, data, evaluation, losses, modeling, prompting  # noqa: E402,F401
+from .config import add_seg_d2_config  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["add_seg_d2_config"]

@@ -1,4 +1,5 @@
 """Detectron2's DefaultTrainer with seg_d2's evaluators and config set-up."""
+import logging
 import os
 
 from detectron2.config import get_cfg
@@ -6,11 +7,31 @@ from detectron2.engine import DefaultTrainer, default_setup
 
 from seg_d2.config import add_seg_d2_config
 
+from .amp import CPUAutocastTrainer
+
 __all__ = ["Trainer", "setup_cfg"]
 
 
 class Trainer(DefaultTrainer):
-    """Picks evaluators by each test dataset's ``evaluator_type`` (mask AP, PQ, semantic metrics)."""
+    """DefaultTrainer that picks evaluators by each test dataset's ``evaluator_type`` (mask AP, PQ,
+    semantic metrics) and runs ``SOLVER.AMP.ENABLED`` on CPU as bfloat16 autocast."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
+            logging.getLogger(__name__).info("SOLVER.AMP.ENABLED on CPU: training under bfloat16 autocast")
+            # DefaultTrainer built an AMPTrainer (CUDA-only run_step); keep its state and data iterator.
+            self._trainer.__class__ = CPUAutocastTrainer
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if not cfg.INPUT.ALBUMENTATIONS.ENABLED:
+            return super().build_train_loader(cfg)
+        from detectron2.data import build_detection_train_loader
+
+        from seg_d2.data.dataset_mappers import AlbumentationsDatasetMapper
+
+        return build_detection_train_loader(cfg, mapper=AlbumentationsDatasetMapper(cfg, is_train=True))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
