@@ -139,20 +139,27 @@ class PanopticQualityEvaluator(DatasetEvaluator):
         return panoptic_img, segments
 
     def process(self, inputs, outputs):
+        batch = []
         for inp, out in zip(inputs, outputs):
-            image_id = inp["image_id"]
-            gt_ann = self._gt_by_image.get(image_id)
+            gt_ann = self._gt_by_image.get(inp["image_id"])
             if gt_ann is None:
-                raise EvaluationInputError(f"{self._gt_json}: no ground truth for image id {image_id}")
+                raise EvaluationInputError(f"{self._gt_json}: no ground truth for image id {inp['image_id']}")
             panoptic_img, segments_info = out["panoptic_seg"]
-            args = (gt_ann, _as_numpy(panoptic_img), segments_info)
-            if self._pool is None:
-                self._stats += self._score(*args)
-            else:
-                self._pending.append(self._pool.submit(self._score, *args))
-                # bounded, so that predictions do not pile up in memory when scoring is slower than the model
-                self._collect(keep=8 * self._num_workers)
-            self._num_images += 1
+            batch.append((gt_ann, _as_numpy(panoptic_img), segments_info))
+        self._num_images += len(batch)
+        if self._pool is None:
+            self._stats += self._score_batch(batch)
+            return
+        # a task per batch (not per image) keeps the thread hand-over cost small next to the work
+        self._pending.append(self._pool.submit(self._score_batch, batch))
+        # bounded, so that predictions do not pile up in memory when scoring is slower than the model
+        self._collect(keep=4 * self._num_workers)
+
+    def _score_batch(self, batch):
+        stats = PQStats.zeros(self._stats.category_ids)
+        for item in batch:
+            stats += self._score(*item)
+        return stats
 
     def _score(self, gt_ann, panoptic_img, segments_info):
         image_id = gt_ann["image_id"]

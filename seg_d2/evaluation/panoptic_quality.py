@@ -166,6 +166,23 @@ def compact_labels(labels, num_segments):
     return labels
 
 
+def _joint_counts(gt_labels, pred_labels, rows, cols):
+    """(rows, cols) pixel counts of each (gt label, pred label) pair.
+
+    OpenCV's histogram of a uint16 pair key is about 4x faster than ``np.bincount`` of an int64 one; its
+    float32 counts are exact below 2^24 pixels, so larger images (or > 65536 pairs) take bincount.
+    """
+    if rows * cols <= 1 << 16 and 0 < gt_labels.size < 1 << 24:
+        key = gt_labels.astype(np.uint16)
+        key *= cols
+        np.add(key, pred_labels, out=key, casting="unsafe")
+        counts = cv2.calcHist([key], [0], None, [rows * cols], [0, rows * cols])
+        return counts.reshape(rows, cols).astype(np.int64)
+    key = gt_labels * np.intp(cols)
+    key += pred_labels
+    return np.bincount(key.ravel(), minlength=rows * cols).reshape(rows, cols)
+
+
 def pq_image_stats(gt_ids, gt_segments, pred_ids, pred_segments, category_ids, image_id=None):
     """PQ sums of one image.
 
@@ -193,9 +210,7 @@ def pq_label_stats(gt_labels, gt_segments, pred_ids, pred_segments, category_ids
     ng, npred = len(gt_segments), len(pred_segments)
     pred_labels = dense_labels(pred_ids, [s["id"] for s in pred_segments])
     # rows / cols: ids listed nowhere, VOID, then the gt / pred segments
-    key = gt_labels * np.intp(npred + 2)
-    key += pred_labels
-    inter = np.bincount(key.ravel(), minlength=(ng + 2) * (npred + 2)).reshape(ng + 2, npred + 2)
+    inter = _joint_counts(gt_labels, pred_labels, ng + 2, npred + 2)
     if inter[:, 0].any():
         unlisted = np.unique(pred_ids[pred_labels == 0]).tolist()
         raise EvaluationInputError(

@@ -16,7 +16,7 @@ from PIL import Image
 import seg_d2  # noqa: F401
 from detectron2.data import MetadataCatalog
 from seg_d2.evaluation.panoptic_evaluator import GT_CACHE, GroundTruthCache, PanopticQualityEvaluator
-from seg_d2.evaluation.panoptic_quality import compact_labels, dense_labels, read_panoptic_png, rgb2id
+from seg_d2.evaluation.panoptic_quality import _joint_counts, compact_labels, dense_labels, read_panoptic_png, rgb2id
 from seg_d2.evaluation.validation import EvaluationInputError
 
 
@@ -124,3 +124,15 @@ def test_worker_errors_reach_evaluate(tmp_path):
     GT_CACHE.clear()
     with pytest.raises(EvaluationInputError, match=r"\[9\] are in the PNG but not in segments_info"):
         _evaluate(name, np.array([[7, 8], [9, 8]], np.int32))
+
+
+@pytest.mark.parametrize("rows, cols", [(3, 4), (300, 300)])  # OpenCV histogram; bincount past 65536 pairs
+def test_joint_counts_equals_bincount(rows, cols):
+    rng = np.random.default_rng(rows)
+    gt = rng.integers(0, rows, (40, 50)).astype(np.uint8 if rows < 256 else np.int32)
+    pred = rng.integers(0, cols, (40, 50)).astype(np.int32)
+    expected = np.zeros((rows, cols), np.int64)
+    np.add.at(expected, (gt.astype(np.int64), pred), 1)
+    out = _joint_counts(gt, pred, rows, cols)
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, expected)
