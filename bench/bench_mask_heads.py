@@ -55,7 +55,7 @@ def run(config_file, max_iter, output_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--max-iter", type=int, default=300, help="iterations per variant (default 300)")
+    parser.add_argument("--max-iter", type=int, default=200, help="iterations per variant (default 200)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
