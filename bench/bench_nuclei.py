@@ -190,7 +190,7 @@ def watershed(jsons):
     def evaluate(split, segmenter):
         return score(split, jsons[split], *predict(segmenter, DatasetCatalog.get(f"nuclei_{split}"), "instances"))
 
-    grid = list(itertools.product((2, 3, 4, 5, 6, 8), (5, 10, 20, 40)))
+    grid = list(itertools.product((4, 6, 8, 10, 12, 16), (10, 50, 100, 200)))  # nuclei: ~400 px, radius ~11
     start = time.perf_counter()
     tuned = {p: evaluate("trainquads", WatershedSegmenter(min_distance=p[0], min_area=p[1]))["AP"] for p in grid}
     best = max(tuned, key=tuned.get)
