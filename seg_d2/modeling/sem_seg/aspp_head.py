@@ -17,7 +17,7 @@ from detectron2.layers import ASPP, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ..backbone.unet import double_conv
-from .base import FullResolutionSemSegHead, check_group_norm, head_from_config, select_features
+from .base import FullResolutionSemSegHead, check_group_norm, classifier, head_from_config, select_features
 
 __all__ = ["DeepLabV3PlusASPPHead"]
 
@@ -84,26 +84,23 @@ class DeepLabV3PlusASPPHead(FullResolutionSemSegHead):
         )
         weight_init.c2_msra_fill(self.low_level_proj)
         self.fuse = double_conv(aspp_channels + low_level_channels, decoder_channels, norm)
-        self.predictor = Conv2d(decoder_channels, num_classes, kernel_size=1)
-        weight_init.c2_msra_fill(self.predictor)
+        self.predictor = classifier(decoder_channels, num_classes)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         head = cfg.MODEL.SEM_SEG_HEAD
+        kwargs = head_from_config(cfg, input_shape)  # input_shape: IN_FEATURES, plus the low-level one
+        kwargs["input_shape"].update(
+            select_features(input_shape, [head.LOW_LEVEL_FEATURE], "MODEL.SEM_SEG_HEAD.LOW_LEVEL_FEATURE")
+        )
         return {
-            "input_shape": {
-                **select_features(input_shape, head.IN_FEATURES, "MODEL.SEM_SEG_HEAD.IN_FEATURES"),
-                **select_features(
-                    input_shape, [head.LOW_LEVEL_FEATURE], "MODEL.SEM_SEG_HEAD.LOW_LEVEL_FEATURE"
-                ),
-            },
+            **kwargs,
             "low_level_feature": head.LOW_LEVEL_FEATURE,
             "low_level_channels": head.LOW_LEVEL_CHANNELS,
             "aspp_rates": head.ASPP_RATES,
             "aspp_channels": head.ASPP_CHANNELS,
             "aspp_dropout": head.ASPP_DROPOUT,
             "decoder_channels": head.CONVS_DIM,
-            **head_from_config(cfg),
         }
 
     def layers(self, features):
@@ -111,4 +108,4 @@ class DeepLabV3PlusASPPHead(FullResolutionSemSegHead):
         x = self.aspp(features[self.in_feature])
         x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
         x = self.predictor(self.fuse(torch.cat([x, low], dim=1)))
-        return F.interpolate(x, scale_factor=self.output_stride, mode="bilinear", align_corners=False)
+        return self.upsample_to_input(x)

@@ -1,9 +1,13 @@
 """What seg_d2's semantic heads share: SemSegFPNHead's forward contract, with logits already at input
 resolution (so the loss sees them as predicted, not bilinearly resampled), the seg_d2 loss, and
 build-time checks that name the offending config key."""
+import fvcore.nn.weight_init as weight_init
 from torch import nn
+from torch.nn import functional as F
 
-__all__ = ["FullResolutionSemSegHead", "check_group_norm", "head_from_config", "select_features"]
+from detectron2.layers import Conv2d
+
+__all__ = ["FullResolutionSemSegHead", "check_group_norm", "classifier", "head_from_config", "select_features"]
 
 
 def select_features(input_shape, names, key):
@@ -20,12 +24,21 @@ def check_group_norm(norm, channels, key):
         raise ValueError(f"{key}={channels} must be divisible by 32 with NORM 'GN'")
 
 
-def head_from_config(cfg):
-    """Keyword arguments every seg_d2 semantic head takes from ``MODEL.SEM_SEG_HEAD``."""
+def classifier(in_channels, num_classes):
+    """The 1x1 conv that turns a head's last feature into class logits (MSRA-initialised)."""
+    predictor = Conv2d(in_channels, num_classes, kernel_size=1)
+    weight_init.c2_msra_fill(predictor)
+    return predictor
+
+
+def head_from_config(cfg, input_shape):
+    """Keyword arguments every seg_d2 semantic head takes from ``MODEL.SEM_SEG_HEAD``: ``input_shape``
+    restricted to ``IN_FEATURES``, the classes, norm, ignore value and loss."""
     from seg_d2.losses import build_loss
 
     head = cfg.MODEL.SEM_SEG_HEAD
     return {
+        "input_shape": select_features(input_shape, head.IN_FEATURES, "MODEL.SEM_SEG_HEAD.IN_FEATURES"),
         "num_classes": head.NUM_CLASSES,
         "norm": head.NORM,
         "ignore_value": head.IGNORE_VALUE,
@@ -60,3 +73,7 @@ class FullResolutionSemSegHead(nn.Module):
 
     def layers(self, features):
         raise NotImplementedError
+
+    def upsample_to_input(self, x):
+        """Bilinear upsampling of logits at ``self.output_stride`` to the (padded) input size."""
+        return F.interpolate(x, scale_factor=self.output_stride, mode="bilinear", align_corners=False)

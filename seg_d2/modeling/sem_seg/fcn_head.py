@@ -11,7 +11,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from .base import FullResolutionSemSegHead, check_group_norm, head_from_config, select_features
+from .base import FullResolutionSemSegHead, check_group_norm, classifier, head_from_config
 
 __all__ = ["FCNHead"]
 
@@ -52,20 +52,18 @@ class FCNHead(FullResolutionSemSegHead):
             width = dim
         self.convs = nn.Sequential(*convs)
         self.dropout = nn.Dropout2d(dropout)
-        self.predictor = Conv2d(width, num_classes, kernel_size=1)
-        weight_init.c2_msra_fill(self.predictor)
+        self.predictor = classifier(width, num_classes)
         self.output_stride = shape.stride
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         head = cfg.MODEL.SEM_SEG_HEAD
         return {
-            "input_shape": select_features(input_shape, head.IN_FEATURES, "MODEL.SEM_SEG_HEAD.IN_FEATURES"),
             "conv_dims": head.FCN_CONV_DIMS,
             "dropout": head.CLASSIFIER_DROPOUT,
-            **head_from_config(cfg),
+            **head_from_config(cfg, input_shape),
         }
 
     def layers(self, features):
         x = self.predictor(self.dropout(self.convs(features[self.in_feature])))
-        return F.interpolate(x, scale_factor=self.output_stride, mode="bilinear", align_corners=False)
+        return self.upsample_to_input(x)

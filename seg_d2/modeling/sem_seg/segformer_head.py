@@ -14,7 +14,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from .base import FullResolutionSemSegHead, check_group_norm, head_from_config, select_features
+from .base import FullResolutionSemSegHead, check_group_norm, head_from_config
 
 __all__ = ["SegFormerHead"]
 
@@ -60,10 +60,9 @@ class SegFormerHead(FullResolutionSemSegHead):
     def from_config(cls, cfg, input_shape):
         head = cfg.MODEL.SEM_SEG_HEAD
         return {
-            "input_shape": select_features(input_shape, head.IN_FEATURES, "MODEL.SEM_SEG_HEAD.IN_FEATURES"),
             "embed_dim": head.CONVS_DIM,
             "dropout": head.CLASSIFIER_DROPOUT,
-            **head_from_config(cfg),
+            **head_from_config(cfg, input_shape),
         }
 
     def layers(self, features):
@@ -73,4 +72,4 @@ class SegFormerHead(FullResolutionSemSegHead):
             for k in self.in_features
         ]
         x = self.predictor(self.dropout(self.fuse(torch.cat(projected, dim=1))))
-        return F.interpolate(x, scale_factor=self.output_stride, mode="bilinear", align_corners=False)
+        return self.upsample_to_input(x)

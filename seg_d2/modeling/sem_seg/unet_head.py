@@ -9,15 +9,14 @@ stride-1 feature (the U-Net backbone's ``dec1``) there are no steps and it is a 
 import math
 from typing import Dict, List, Optional
 
-import fvcore.nn.weight_init as weight_init
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ..backbone.unet import UpBlock
-from .base import FullResolutionSemSegHead, check_group_norm, head_from_config, select_features
+from .base import FullResolutionSemSegHead, check_group_norm, classifier, head_from_config
 
 __all__ = ["UNetHead"]
 
@@ -69,18 +68,14 @@ class UNetHead(FullResolutionSemSegHead):
             self.steps.append(UpBlock(channels, skip_channels, width, norm=norm))
             self.skips.append(skip)
             channels = width
-        self.predictor = Conv2d(channels, num_classes, kernel_size=1)
-        weight_init.c2_msra_fill(self.predictor)
+        self.predictor = classifier(channels, num_classes)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         head = cfg.MODEL.SEM_SEG_HEAD
         return {
-            "input_shape": select_features(
-                input_shape, head.IN_FEATURES, "MODEL.SEM_SEG_HEAD.IN_FEATURES"
-            ),
             "decoder_channels": head.UNET_DECODER_CHANNELS,
-            **head_from_config(cfg),
+            **head_from_config(cfg, input_shape),
         }
 
     def layers(self, features):
