@@ -12,8 +12,10 @@ evaluations (one per training eval period) leak no workers.
 """
 import contextlib
 import functools
+import importlib
 import os
 import queue
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -32,6 +34,7 @@ VOID = 0
 # Panoptic PNGs hold 24-bit ids (R + 256 G + 256^2 B); ids at or above this need the slow mapping path.
 _LUT_SIZE = 1 << 24
 _FREE_LUTS = queue.SimpleQueue()
+PQ_ENGINES = ("auto", "seg_d2", "hotcoco")
 
 
 @dataclass
@@ -295,15 +298,20 @@ def pq_compute_pairs(pairs, gt_folder, pred_folder, categories, images=None, num
     return total
 
 
-def pq_compute(gt_json, pred_json, gt_folder=None, pred_folder=None, num_workers=None):
+def pq_compute(gt_json, pred_json, gt_folder=None, pred_folder=None, num_workers=None, engine="auto"):
     """PQ from COCO panoptic JSON + PNG folders; same arguments and result layout as panopticapi's.
 
     Args:
         gt_json, pred_json (str or dict): paths to the JSON files, or their loaded contents.
         gt_folder, pred_folder (str): PNG folders; default: the JSON path without ".json".
+        engine (str): "seg_d2" (OpenCV decoding, ``num_workers`` threads), "hotcoco" (its Rust engine, about
+            8x faster: PNG decoding bounds seg_d2's), or "auto": hotcoco when installed. Either way seg_d2
+            checks the input first, and any input hotcoco rejects is re-run by seg_d2, whose error names it.
     Returns:
         dict: see :meth:`PQStats.summarize`.
     """
+    if engine not in PQ_ENGINES:
+        raise ValueError(f"unknown PQ engine {engine!r}; choose from {PQ_ENGINES}")
     gt_folder = gt_folder or _default_folder(gt_json, "ground truth")
     pred_folder = pred_folder or _default_folder(pred_json, "prediction")
     gt, pred = load_json(gt_json), load_json(pred_json)
@@ -311,8 +319,79 @@ def pq_compute(gt_json, pred_json, gt_folder=None, pred_folder=None, num_workers
     for folder in (gt_folder, pred_folder):
         if not os.path.isdir(folder):
             raise EvaluationInputError(f"{folder}: PNG folder does not exist")
-    stats = pq_compute_pairs(pairs, gt_folder, pred_folder, categories, images, num_workers)
+    stats = None
+    if engine != "seg_d2" and _hotcoco_available(engine):
+        stats = _try_hotcoco(gt, pred, pairs, images, categories, gt_folder, pred_folder)
+    if stats is None:
+        stats = pq_compute_pairs(pairs, gt_folder, pred_folder, categories, images, num_workers)
     return stats.summarize(categories)
+
+
+def _hotcoco_available(engine):
+    try:
+        importlib.import_module("hotcoco.panoptic")
+        return True
+    except ImportError:
+        if engine == "hotcoco":
+            raise
+        return False
+
+
+def _png_size(path):
+    """(height, width) from a PNG's IHDR header, without decoding; None when it is not a readable PNG."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width
+
+
+def _hotcoco_can_take(pairs, images, categories, gt_folder, pred_folder):
+    """Run the checks hotcoco does not make (duplicate ids, PNG size vs image entry).
+
+    Bad segment lists raise here, with seg_d2's messages; PNGs of the wrong size return False, so that
+    seg_d2's engine reports them.
+    """
+    category_ids = [c["id"] for c in categories]
+    for gt_ann, pred_ann in pairs:
+        image_id = gt_ann["image_id"]
+        check_segments_info(gt_ann["segments_info"], category_ids, image_id, "ground truth")
+        check_segments_info(pred_ann["segments_info"], category_ids, image_id, "prediction")
+        image = images.get(image_id) or {}
+        gt_size = _png_size(os.path.join(gt_folder, gt_ann["file_name"]))
+        pred_size = _png_size(os.path.join(pred_folder, pred_ann["file_name"]))
+        if gt_size is None or pred_size != gt_size or gt_size != (image.get("height"), image.get("width")):
+            return False
+    return True
+
+
+def _try_hotcoco(gt, pred, pairs, images, categories, gt_folder, pred_folder):
+    """hotcoco's PQ sums, or None where seg_d2's engine must judge the input."""
+    if not _hotcoco_can_take(pairs, images, categories, gt_folder, pred_folder):
+        return None
+    try:
+        return _hotcoco_stats(gt, pred, gt_folder, pred_folder, [c["id"] for c in categories])
+    except Exception:  # noqa: BLE001 - whatever hotcoco refuses, seg_d2's engine rejects with a precise message
+        return None
+
+
+def _hotcoco_stats(gt, pred, gt_folder, pred_folder, category_ids):
+    """Per-category PQ sums from hotcoco's engine."""
+    from hotcoco.panoptic import PanopticEval
+
+    ev = PanopticEval(gt, pred, gt_folder=gt_folder, pred_folder=pred_folder)
+    ev.evaluate()
+    per_class = ev.results()["per_class"]
+    rows = [per_class.get(c, {}) for c in category_ids]
+    stats = PQStats.zeros(category_ids)
+    stats.iou += [r.get("iou", 0.0) for r in rows]
+    for name in ("tp", "fp", "fn"):
+        getattr(stats, name)[:] = [r.get(name, 0) for r in rows]
+    return stats
 
 
 def _name(json_or_dict):

@@ -16,7 +16,14 @@ from PIL import Image
 import seg_d2  # noqa: F401
 from detectron2.data import MetadataCatalog
 from seg_d2.evaluation.panoptic_evaluator import GT_CACHE, GroundTruthCache, PanopticQualityEvaluator
-from seg_d2.evaluation.panoptic_quality import _joint_counts, compact_labels, dense_labels, read_panoptic_png, rgb2id
+from seg_d2.evaluation.panoptic_quality import (
+    _joint_counts,
+    compact_labels,
+    dense_labels,
+    pq_compute,
+    read_panoptic_png,
+    rgb2id,
+)
 from seg_d2.evaluation.validation import EvaluationInputError
 
 
@@ -136,3 +143,44 @@ def test_joint_counts_equals_bincount(rows, cols):
     out = _joint_counts(gt, pred, rows, cols)
     assert out.dtype == np.int64
     np.testing.assert_array_equal(out, expected)
+
+
+def _write_case(root, gt, gt_segs, pred, pred_segs, width=None):
+    """One-image PNG folders + JSON files under ``root``; returns the two JSON paths."""
+    for d, ids in (("gt", gt), ("pred", pred)):
+        os.makedirs(root / d, exist_ok=True)
+        Image.fromarray(_id2rgb(np.array(ids))).save(root / d / "0.png")
+    cats = [{"id": 1, "name": "a", "isthing": 1}, {"id": 2, "name": "b", "isthing": 0}]
+    image = {"id": 5, "width": width or len(gt[0]), "height": len(gt), "file_name": "0.jpg"}
+    gt_json = {"images": [image], "categories": cats,
+               "annotations": [{"image_id": 5, "file_name": "0.png", "segments_info": gt_segs}]}
+    pred_json = {"annotations": [{"image_id": 5, "file_name": "0.png", "segments_info": pred_segs}]}
+    (root / "gt.json").write_text(json.dumps(gt_json))
+    (root / "pred.json").write_text(json.dumps(pred_json))
+    return str(root / "gt.json"), str(root / "pred.json")
+
+
+GT_SEGS = [{"id": 1, "category_id": 1, "iscrowd": 0}]
+
+
+@pytest.mark.parametrize("pred, pred_segs, width, message", [
+    ([[3, 3]], [{"id": 4, "category_id": 1}], None, "segment ids [3] are in the PNG"),  # hotcoco refuses
+    ([[4, 4]], [{"id": 4, "category_id": 1}, {"id": 4, "category_id": 2}], None, "id 4 is listed twice"),
+    ([[4, 4]], [{"id": 4, "category_id": 1}], 3, "0.png: PNG is 2x1 but image 5 is 3x1"),  # hotcoco accepts
+])
+@pytest.mark.parametrize("engine", ["auto", "seg_d2"])
+def test_every_engine_names_bad_input(tmp_path, pred, pred_segs, width, message, engine):
+    gt_path, pred_path = _write_case(tmp_path, [[1, 1]], GT_SEGS, pred, pred_segs, width)
+    with pytest.raises(EvaluationInputError) as e:
+        pq_compute(gt_path, pred_path, num_workers=0, engine=engine)
+    assert message in str(e.value)
+
+
+def test_engines_agree_per_class(tmp_path):
+    gt_path, pred_path = _write_case(tmp_path, [[1, 1, 2, 0]], GT_SEGS + [{"id": 2, "category_id": 2, "iscrowd": 0}],
+                                     [[4, 4, 4, 5]], [{"id": 4, "category_id": 1}, {"id": 5, "category_id": 2}])
+    ours, hot = (pq_compute(gt_path, pred_path, num_workers=0, engine=e) for e in ("seg_d2", "hotcoco"))
+    assert ours["per_class"].keys() == hot["per_class"].keys()
+    for c, r in ours["per_class"].items():
+        assert r == pytest.approx(hot["per_class"][c], abs=1e-12)
+    assert ours["All"] == pytest.approx(hot["All"], abs=1e-12)

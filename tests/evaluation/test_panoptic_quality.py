@@ -49,16 +49,17 @@ def _assert_same(ours, ref):
                 assert ours["per_class"][c][k] == pytest.approx(r[k], abs=1e-9, rel=0)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 2**32 - 1),
     num_images=st.integers(1, 4),
     kind=st.sampled_from(["normal", "normal", "empty_pred", "empty_gt"]),
+    engine=st.sampled_from(["seg_d2", "hotcoco"]),
 )
-def test_matches_panopticapi(tmp_path_factory, panoptic_case, seed, num_images, kind):
+def test_matches_panopticapi(tmp_path_factory, panoptic_case, seed, num_images, kind, engine):
     root = str(tmp_path_factory.mktemp("pq"))
     gt_json, pred_json, (gt_path, pred_path) = panoptic_case(root, seed, num_images, kind)
-    ours = pq_compute(gt_path, pred_path, num_workers=0)
+    ours = pq_compute(gt_path, pred_path, num_workers=0, engine=engine)
     _assert_same(ours, _reference(gt_json, pred_json, root))
 
 
