@@ -170,7 +170,8 @@ class PanopticQualityEvaluator(DatasetEvaluator):
             [s["id"] for s in gt_ann["segments_info"]],
             self._images.get(image_id),
         )
-        return pq_label_stats(gt_labels, gt_ann["segments_info"], pred_ids, segments, self._stats.category_ids, image_id)
+        category_ids = self._stats.category_ids
+        return pq_label_stats(gt_labels, gt_ann["segments_info"], pred_ids, segments, category_ids, image_id)
 
     def evaluate(self):
         try:
