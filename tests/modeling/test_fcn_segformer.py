@@ -1,7 +1,6 @@
 """FCNHead, the MiT backbone and SegFormerHead, built from configs/builtin/{semantic_fcn_R18,segformer_b*}.yaml:
 training, DefaultPredictor at full resolution, MiT's shapes and size against the SegFormer paper, the
 sequence-reduction attention against a hand-computed one, local encoder checkpoints, config errors."""
-import copy
 import logging
 import math
 import os
@@ -14,11 +13,7 @@ from torch.nn import functional as F
 import seg_d2  # noqa: F401  (first: makes Detectron2 whole)
 import seg_d2.data  # noqa: F401  (registers the built-in datasets)
 import seg_d2.modeling  # noqa: F401
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog, DatasetMapper
-from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_backbone, build_model
-from detectron2.solver import build_optimizer
 
 from seg_d2.engine import setup_cfg
 from seg_d2.modeling.backbone.mit import EfficientSelfAttention
@@ -32,63 +27,21 @@ def _cfg(name, *opts):
     return setup_cfg(os.path.join(CONFIG_DIR, f"{name}.yaml"), opts)
 
 
-def _model(cfg, seed=0):
-    torch.manual_seed(seed)
-    return build_model(cfg)
-
-
-def _batch(cfg, n=2):
-    mapper = DatasetMapper(cfg, is_train=True)
-    return [mapper(copy.deepcopy(d)) for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:n]]
-
-
-def _train(model, cfg, batch, iters):
-    torch.manual_seed(0)
-    optimizer = build_optimizer(cfg, model)
-    model.train()
-    losses = []
-    for _ in range(iters):
-        loss = sum(model(batch).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-
-
-def _eval(model, batch):
-    model.eval()
-    with torch.no_grad():
-        return torch.stack([r["sem_seg"] for r in model([{"image": x["image"]} for x in batch])])
-
-
 @pytest.mark.parametrize("name", MODELS)
-def test_trains_with_falling_loss_on_full_resolution_logits(name):
+def test_trains_with_falling_loss_on_full_resolution_logits(name, semseg):
     cfg = _cfg(name)
-    model = _model(cfg)
+    model = semseg.model(cfg)
     seen = []
     model.sem_seg_head.loss.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
-    losses = _train(model, cfg, _batch(cfg), iters=8)
+    losses = semseg.train(model, cfg, semseg.batch(cfg), iters=8)
     assert all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
     assert seen[0] == (2, 6, 128, 128)  # the loss sees input-sized logits
 
 
 @pytest.mark.parametrize("name", MODELS + ["segformer_b1"])
-def test_checkpoint_round_trip_and_default_predictor(name, tmp_path):
-    cfg = _cfg(name)
-    batch = _batch(cfg)
-    model = _model(cfg)
-    _train(model, cfg, batch, iters=1)
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
-    expected = _eval(model, batch)
-
-    cfg = _cfg(name, "MODEL.WEIGHTS", str(tmp_path / "model.pth"))
-    torch.manual_seed(1)  # another initialisation: the outputs differ unless the weights were loaded
-    predictor = DefaultPredictor(cfg)
-    assert torch.equal(_eval(predictor.model, batch), expected)
-    assert not torch.equal(_eval(_model(cfg, seed=1), batch), expected)
-
+def test_checkpoint_round_trip_and_default_predictor(name, tmp_path, semseg):
+    predictor = semseg.checkpoint_round_trip(lambda *opts: _cfg(name, *opts), tmp_path)
     image = np.random.default_rng(0).integers(0, 256, (100, 90, 3), dtype=np.uint8)  # not a multiple of 32
     sem_seg = predictor(image)["sem_seg"]
     assert sem_seg.shape == (6, 100, 90)

@@ -8,10 +8,8 @@ import torch
 import seg_d2
 import seg_d2.data  # noqa: F401  (registers the built-in datasets)
 import seg_d2.modeling  # noqa: F401  (registers the heads)
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import DefaultPredictor
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads.mask_head import MaskRCNNConvUpsampleHead, mask_rcnn_loss
@@ -161,39 +159,17 @@ SMALL = ["SOLVER.IMS_PER_BATCH", 2, "SOLVER.BASE_LR", 0.01, "MODEL.ROI_HEADS.SCO
          "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 100]
 
 
-def train_a_few_iterations(model, cfg, iters=6):
-    """Fits one batch of the built-in data; the total losses per iteration."""
-    batch = next(iter(build_detection_train_loader(cfg)))
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.SOLVER.BASE_LR, momentum=0.9)
-    totals = []
-    with EventStorage():
-        for _ in range(iters):
-            losses = model(batch)
-            total = sum(losses.values())
-            optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
-            totals.append(total.item())
-    return losses, totals
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_variant_trains_checkpoints_and_predicts(variant, tmp_path):
+def test_variant_trains_checkpoints_and_predicts(variant, tmp_path, detector):
     cfg = make_cfg(f"builtin/mask_rcnn_R18_shapes_{variant}.yaml", SMALL)
     torch.manual_seed(0)
     model = build_model(cfg)
-    losses, totals = train_a_few_iterations(model, cfg)
+    losses, totals = detector.train_on_one_batch(model, cfg)
     assert totals[-1] < totals[0], totals
     assert ("loss_maskiou" in losses) == ("scoring" in variant)
 
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
-    cfg.MODEL.WEIGHTS = str(tmp_path / "model.pth")
-    predictor = DefaultPredictor(cfg)  # builds a fresh model and loads the checkpoint
-    image = np.random.default_rng(0).integers(0, 255, (96, 112, 3), dtype=np.uint8)
-    inputs = [{"image": torch.as_tensor(image.transpose(2, 0, 1).astype("float32")), "height": 96, "width": 112}]
-    model.eval()
-    with torch.no_grad():
-        expected, reloaded = model(inputs)[0]["instances"], predictor.model(inputs)[0]["instances"]
+    predictor, image, expected, reloaded = detector.reload_and_predict(model, cfg, tmp_path)
+    expected, reloaded = expected["instances"], reloaded["instances"]
     assert len(expected) > 0
     for field in ("pred_boxes", "scores", "pred_classes", "pred_masks"):
         a, b = expected.get(field), reloaded.get(field)

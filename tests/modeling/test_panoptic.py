@@ -6,10 +6,8 @@ import pytest
 import torch
 
 import seg_d2
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
 from detectron2.structures import Instances
@@ -135,39 +133,17 @@ def make_cfg(variant, opts=()):
     return cfg
 
 
-def train(model, cfg, iters):
-    batch = next(iter(build_detection_train_loader(cfg)))
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.SOLVER.BASE_LR, momentum=0.9)
-    totals = []
-    with EventStorage():
-        for _ in range(iters):
-            losses = model(batch)
-            total = sum(losses.values())
-            optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
-            totals.append(total.item())
-    return losses, totals
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_variant_trains_checkpoints_and_predicts_panoptic(variant, tmp_path):
+def test_variant_trains_checkpoints_and_predicts_panoptic(variant, tmp_path, detector):
     cfg = make_cfg(variant)
     torch.manual_seed(0)
     model = build_model(cfg)
     assert type(model).__name__ == "SegD2PanopticFPN"
-    losses, totals = train(model, cfg, iters=6)
+    losses, totals = detector.train_on_one_batch(model, cfg, iters=6)
     assert np.isfinite(totals).all() and totals[-1] < totals[0], totals
     assert "loss_sem_seg" in losses and ("loss_maskiou" in losses) == ("scoring" in variant)
 
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
-    cfg.MODEL.WEIGHTS = str(tmp_path / "model.pth")
-    predictor = DefaultPredictor(cfg)  # a fresh model, loaded from the checkpoint
-    image = np.random.default_rng(0).integers(0, 255, (96, 112, 3), dtype=np.uint8)
-    inputs = [{"image": torch.as_tensor(image.transpose(2, 0, 1).astype("float32")), "height": 96, "width": 112}]
-    model.eval()
-    with torch.no_grad():
-        expected, reloaded = model(inputs)[0], predictor.model(inputs)[0]
+    predictor, image, expected, reloaded = detector.reload_and_predict(model, cfg, tmp_path)
     assert torch.equal(expected["sem_seg"], reloaded["sem_seg"])
     assert torch.equal(expected["panoptic_seg"][0], reloaded["panoptic_seg"][0])
 

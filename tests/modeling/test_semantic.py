@@ -1,7 +1,6 @@
 """Semantic models (stock SemSegFPNHead, UNetHead, DeepLabV3PlusASPPHead, UNetSegmentor) built from their
 configs/builtin/semantic_*.yaml: training, checkpoints, DefaultPredictor, resolution, ignore label,
 grayscale U-Net, build-time config errors."""
-import copy
 import os
 
 import numpy as np
@@ -12,11 +11,8 @@ from PIL import Image
 import seg_d2  # noqa: F401  (first: makes Detectron2 whole)
 import seg_d2.data  # noqa: F401  (registers the built-in datasets)
 import seg_d2.modeling  # noqa: F401
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
-from detectron2.solver import build_optimizer
 
 from seg_d2.engine import setup_cfg
 from seg_d2.modeling.backbone import UNet
@@ -32,63 +28,20 @@ def _cfg(name, *opts):
     return setup_cfg(os.path.join(CONFIG_DIR, f"semantic_{name}.yaml"), opts)
 
 
-def _model(cfg, seed=0):
-    torch.manual_seed(seed)
-    return build_model(cfg)
-
-
-def _batch(cfg, n=2):
-    """The first ``n`` training images, mapped as the trainer maps them (resize, flip, tensors)."""
-    mapper = DatasetMapper(cfg, is_train=True)
-    return [mapper(copy.deepcopy(d)) for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:n]]
-
-
-def _train(model, cfg, batch, iters):
-    torch.manual_seed(0)
-    optimizer = build_optimizer(cfg, model)
-    model.train()
-    losses = []
-    for _ in range(iters):
-        loss = sum(model(batch).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-
-
-def _eval(model, batch):
-    model.eval()
-    with torch.no_grad():
-        return torch.stack([r["sem_seg"] for r in model([{"image": x["image"]} for x in batch])])
-
-
 @pytest.mark.parametrize("name", MODELS)
-def test_trains_with_falling_loss(name):
+def test_trains_with_falling_loss(name, semseg):
     cfg = _cfg(name)
-    losses = _train(_model(cfg), cfg, _batch(cfg), iters=10)
+    losses = semseg.train(semseg.model(cfg), cfg, semseg.batch(cfg), iters=10)
     assert all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_checkpoint_round_trip_and_default_predictor(name, tmp_path):
-    cfg = _cfg(name, "OUTPUT_DIR", str(tmp_path))
-    batch = _batch(cfg)
-    model = _model(cfg)
-    _train(model, cfg, batch, iters=1)  # moves weights and BN statistics off their initial values
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
-    expected = _eval(model, batch)
-
-    cfg = _cfg(name, "MODEL.WEIGHTS", str(tmp_path / "model.pth"))
-    torch.manual_seed(1)  # another initialisation: the outputs differ unless the weights were loaded
-    predictor = DefaultPredictor(cfg)
-    assert torch.equal(_eval(predictor.model, batch), expected)
-    assert not torch.equal(_eval(_model(cfg, seed=1), batch), expected)
-
+def test_checkpoint_round_trip_and_default_predictor(name, tmp_path, semseg):
+    predictor = semseg.checkpoint_round_trip(lambda *opts: _cfg(name, *opts), tmp_path)
     image = np.random.default_rng(0).integers(0, 256, (100, 90, 3), dtype=np.uint8)
     sem_seg = predictor(image)["sem_seg"]
-    assert sem_seg.shape == (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, 100, 90)
+    assert sem_seg.shape == (predictor.cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, 100, 90)
     assert torch.isfinite(sem_seg).all()
 
 
@@ -105,34 +58,34 @@ def _capture_loss_logits(model):
 
 
 @pytest.mark.parametrize("name", ["unet_head_R18", "unet"])
-def test_unet_head_predicts_at_full_resolution(name):
+def test_unet_head_predicts_at_full_resolution(name, semseg):
     cfg = _cfg(name)
-    model = _model(cfg).train()
+    model = semseg.model(cfg).train()
     shapes = []
     model.sem_seg_head.predictor.register_forward_hook(lambda m, i, out: shapes.append(out.shape))
     seen = _capture_loss_logits(model)
-    model(_batch(cfg))
+    model(semseg.batch(cfg))
     # The predictor itself (no interpolation after it) outputs input-sized logits, which the loss sees.
     assert shapes == [(2, 6, 128, 128)]
     assert seen[0].shape == (2, 6, 128, 128)
 
 
-def test_stock_head_predicts_at_quarter_resolution():
+def test_stock_head_predicts_at_quarter_resolution(semseg):
     """The contrast that makes the test above meaningful: SemSegFPNHead's predictor is at stride 4."""
     cfg = _cfg("fpn_R18")
-    model = _model(cfg).train()
+    model = semseg.model(cfg).train()
     shapes = []
     model.sem_seg_head.predictor.register_forward_hook(lambda m, i, out: shapes.append(out.shape))
-    model(_batch(cfg))
+    model(semseg.batch(cfg))
     assert shapes == [(2, 6, 32, 32)]
 
 
 @pytest.mark.parametrize("name", ["unet_head_R18", "deeplabv3plus_R18", "unet"])
-def test_ignored_pixels_get_no_gradient(name):
+def test_ignored_pixels_get_no_gradient(name, semseg):
     cfg = _cfg(name)
-    model = _model(cfg).train()
+    model = semseg.model(cfg).train()
     seen = _capture_loss_logits(model)
-    batch = _batch(cfg)
+    batch = semseg.batch(cfg)
     ignored = torch.zeros(128, 128, dtype=torch.bool)
     ignored[:64] = True
     for x in batch:
@@ -158,12 +111,12 @@ def test_unet_backbone_with_one_channel_and_plain_python_head():
         unet(torch.rand(2, 3, 32, 48))
 
 
-def test_grayscale_unet_segmentor_trains_and_predicts_from_bgr():
+def test_grayscale_unet_segmentor_trains_and_predicts_from_bgr(semseg):
     cfg = _cfg("unet", *GRAY)  # INPUT.FORMAT stays BGR: the model turns 3-channel images to luma
-    model = _model(cfg)
-    losses = _train(model, cfg, _batch(cfg), iters=4)
+    model = semseg.model(cfg)
+    losses = semseg.train(model, cfg, semseg.batch(cfg), iters=4)
     assert all(np.isfinite(losses))
-    gray_batch = _batch(_cfg("unet", *GRAY, "INPUT.FORMAT", "L"))  # images stored grayscale
+    gray_batch = semseg.batch(_cfg("unet", *GRAY, "INPUT.FORMAT", "L"))  # images stored grayscale
     assert gray_batch[0]["image"].shape == (1, 128, 128)
     assert torch.isfinite(model(gray_batch)["loss_sem_seg"])
 
