@@ -1,6 +1,6 @@
 """seg_d2: instance, panoptic and semantic segmentation for Detectron2.
 
-``import seg_d2`` (before any ``detectron2.*`` import) makes Detectron2 v0.6 whole on today's stack
+``import seg_d2`` makes Detectron2 v0.6 whole on today's stack
 (:mod:`seg_d2.compat`) and registers every seg_d2 model part, loss and dataset in Detectron2's registries.
 """
 from . import compat

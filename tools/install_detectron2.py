@@ -4,7 +4,9 @@
 The sdist has no C++/CUDA sources, so its own setup.py cannot build; pip also refuses it because its
 metadata has a direct-URL extra. We fetch the pinned file from the package index, check its hash, and
 build it with a setup script of our own: the same packages (plus `detectron2.projects.*`), the
-model-zoo configs included, no extension. A Detectron2 that already has a compiled `_C` is left as is.
+model-zoo configs included, no extension. Its `detectron2/__init__.py` ends by importing seg_d2, which
+supplies the missing compiled ops and fixes v0.6 on today's stack, so `detectron2.*` may be imported
+before or without `import seg_d2`. A Detectron2 that already has a compiled `_C` is left as is.
 
 Usage: python tools/install_detectron2.py [--force]
 """
@@ -40,10 +42,21 @@ setup(
     description="Detectron2 v0.6 Python sources, built without the C++ extension (ops from seg_d2.compat)",
     packages=find_packages(include=["detectron2", "detectron2.*"]) + list(PROJECTS),
     package_dir=PROJECTS,
-    package_data={{"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]}},
+    package_data={{"detectron2": ["SEG_D2_BUILD_ID"], "detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]}},
     python_requires=">=3.7",
 )
 '''
+
+
+# Appended to this build's detectron2/__init__.py (see the module docstring).
+INIT_TAIL = """
+# seg_d2's build of Detectron2 v0.6 has no compiled extension: seg_d2.compat provides detectron2._C's
+# ops in PyTorch and fixes v0.6 on today's numpy / Pillow / setuptools / Python / torch.
+import seg_d2  # noqa: E402,F401
+"""
+# Changes whenever the build recipe does, so `make setup` rebuilds an install made by an older recipe.
+BUILD_ID = hashlib.sha256((SETUP_PY + INIT_TAIL).encode()).hexdigest()[:16]
+BUILD_MARKER = "SEG_D2_BUILD_ID"
 
 
 def read_pin():
@@ -55,12 +68,15 @@ def read_pin():
 
 
 def installed_state():
-    """'compiled', 'ours' or None."""
-    if importlib.util.find_spec("detectron2") is None:
+    """'compiled', 'current' (this recipe's build), 'stale' (another pure-Python build) or None."""
+    spec = importlib.util.find_spec("detectron2")  # finds the package without importing it
+    if spec is None:
         return None
-    if importlib.util.find_spec("detectron2._C") is not None:
+    package_dir = Path(spec.origin).parent
+    if list(package_dir.glob("_C.*")):
         return "compiled"
-    return "ours"
+    marker = package_dir / BUILD_MARKER
+    return "current" if marker.is_file() and marker.read_text().strip() == BUILD_ID else "stale"
 
 
 def index_url():
@@ -107,6 +123,9 @@ def build_and_install(sdist, name, version):
             tar.extractall(tmp, filter="data")
         src = Path(tmp) / f"{name}-{version}"
         (src / "setup.py").write_text(SETUP_PY.format(name=name, version=version))
+        init = src / "detectron2" / "__init__.py"
+        init.write_text(init.read_text() + INIT_TAIL)
+        (src / "detectron2" / BUILD_MARKER).write_text(BUILD_ID + "\n")
         for stale in ("setup.cfg", "pyproject.toml"):
             (src / stale).unlink(missing_ok=True)
         subprocess.run(
@@ -123,8 +142,8 @@ def main():
     if state == "compiled":
         print("detectron2 with a compiled _C is installed; leaving it untouched")
         return
-    if state == "ours" and not args.force:
-        print("detectron2 (pure Python build) already installed")
+    if state == "current" and not args.force:
+        print("detectron2 (seg_d2's pure Python build) already installed")
         return
     name, version, sha256 = read_pin()
     build_and_install(fetch_sdist(name, version, sha256), name, version)

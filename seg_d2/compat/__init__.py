@@ -1,7 +1,8 @@
 """Make Detectron2 v0.6 work on today's numpy, Pillow, setuptools, Python and PyTorch.
 
-Everything here is applied once by ``import seg_d2`` (so import seg_d2 before any ``detectron2.*``
-module) and does nothing where Detectron2 is already whole:
+Everything here is applied once by ``import seg_d2`` and does nothing where Detectron2 is already
+whole. seg_d2's own build of Detectron2 (tools/install_detectron2.py) imports seg_d2 at the end of
+``detectron2/__init__.py``, so any import order works; with another Detectron2, import seg_d2 first.
 
 - a missing compiled ``detectron2._C`` is replaced by :mod:`seg_d2.compat.c_ops` (PyTorch versions of
   every op it has), and ``torch.ops.detectron2.nms_rotated`` is registered;

@@ -166,3 +166,16 @@ def test_deformable_convs_train_on_cpu():
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)  # zero offsets: a plain conv
         out.square().sum().backward()
         assert offset.grad.abs().sum() > 0 and layer.weight.grad is not None
+
+
+@pytest.mark.skipif(seg_d2.compat.has_compiled_ops(), reason="only seg_d2's own build of Detectron2 imports seg_d2")
+def test_detectron2_first_import_order_works():
+    import subprocess
+
+    code = ("from detectron2.engine import DefaultPredictor\n"
+            "from detectron2.modeling import META_ARCH_REGISTRY\n"
+            "import detectron2.layers, detectron2.model_zoo, detectron2.export\n"
+            "print('UNetSegmentor' in META_ARCH_REGISTRY._obj_map)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("True")
