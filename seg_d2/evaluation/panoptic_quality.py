@@ -350,11 +350,11 @@ def _png_size(path):
     return height, width
 
 
-def _hotcoco_can_take(pairs, images, categories, gt_folder, pred_folder):
-    """Run the checks hotcoco does not make (duplicate ids, PNG size vs image entry).
+def _hotcoco_can_take(pairs, images, categories, gt_folder):
+    """Run the checks hotcoco does not make (duplicate ids, ground-truth PNG size vs image entry).
 
     Bad segment lists raise here, with seg_d2's messages; PNGs of the wrong size return False, so that
-    seg_d2's engine reports them.
+    seg_d2's engine reports them. hotcoco itself refuses a prediction whose size differs from its ground truth.
     """
     category_ids = [c["id"] for c in categories]
     for gt_ann, pred_ann in pairs:
@@ -362,16 +362,14 @@ def _hotcoco_can_take(pairs, images, categories, gt_folder, pred_folder):
         check_segments_info(gt_ann["segments_info"], category_ids, image_id, "ground truth")
         check_segments_info(pred_ann["segments_info"], category_ids, image_id, "prediction")
         image = images.get(image_id) or {}
-        gt_size = _png_size(os.path.join(gt_folder, gt_ann["file_name"]))
-        pred_size = _png_size(os.path.join(pred_folder, pred_ann["file_name"]))
-        if gt_size is None or pred_size != gt_size or gt_size != (image.get("height"), image.get("width")):
+        if _png_size(os.path.join(gt_folder, gt_ann["file_name"])) != (image.get("height"), image.get("width")):
             return False
     return True
 
 
 def _try_hotcoco(gt, pred, pairs, images, categories, gt_folder, pred_folder):
     """hotcoco's PQ sums, or None where seg_d2's engine must judge the input."""
-    if not _hotcoco_can_take(pairs, images, categories, gt_folder, pred_folder):
+    if not _hotcoco_can_take(pairs, images, categories, gt_folder):
         return None
     try:
         return _hotcoco_stats(gt, pred, gt_folder, pred_folder, [c["id"] for c in categories])

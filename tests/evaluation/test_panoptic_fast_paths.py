@@ -184,3 +184,9 @@ def test_engines_agree_per_class(tmp_path):
     for c, r in ours["per_class"].items():
         assert r == pytest.approx(hot["per_class"][c], abs=1e-12)
     assert ours["All"] == pytest.approx(hot["All"], abs=1e-12)
+
+
+def test_auto_engine_names_a_prediction_of_another_size(tmp_path):
+    gt_path, pred_path = _write_case(tmp_path, [[1, 1]], GT_SEGS, [[4, 4, 4]], [{"id": 4, "category_id": 1}])
+    with pytest.raises(EvaluationInputError, match="0.png: PNG is 3x1 but image 5 is 2x1"):
+        pq_compute(gt_path, pred_path, num_workers=0)
