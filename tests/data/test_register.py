@@ -98,32 +98,20 @@ def test_missing_top_level_list(tmp_path):
         _register(tmp_path, data)
 
 
-def test_duplicate_image_id(tmp_path):
+@pytest.mark.parametrize(
+    "section, index, key, value, message",
+    [
+        ("images", 1, "id", 1, r"ann\.json: duplicate image id 1"),
+        ("annotations", 1, "id", 10, r"ann\.json: duplicate annotation id 10"),
+        ("annotations", 1, "image_id", 5, r"ann\.json: annotation id 11 refers to unknown image id 5"),
+        ("annotations", 0, "category_id", 4, r"ann\.json: annotation id 10 refers to unknown category id 4"),
+    ],
+    ids=["duplicate_image_id", "duplicate_annotation_id", "annotation_with_unknown_image",
+         "annotation_with_unknown_category"],
+)
+def test_inconsistent_ids(tmp_path, section, index, key, value, message):
     data = _instances()
-    data["images"][1]["id"] = 1
-    with pytest.raises(ValueError, match=r"ann\.json: duplicate image id 1"):
-        _register(tmp_path, data)
-
-
-def test_duplicate_annotation_id(tmp_path):
-    data = _instances()
-    data["annotations"][1]["id"] = 10
-    with pytest.raises(ValueError, match=r"ann\.json: duplicate annotation id 10"):
-        _register(tmp_path, data)
-
-
-def test_annotation_with_unknown_image(tmp_path):
-    data = _instances()
-    data["annotations"][1]["image_id"] = 5
-    message = r"ann\.json: annotation id 11 refers to unknown image id 5"
-    with pytest.raises(ValueError, match=message):
-        _register(tmp_path, data)
-
-
-def test_annotation_with_unknown_category(tmp_path):
-    data = _instances()
-    data["annotations"][0]["category_id"] = 4
-    message = r"ann\.json: annotation id 10 refers to unknown category id 4"
+    data[section][index][key] = value
     with pytest.raises(ValueError, match=message):
         _register(tmp_path, data)
 
