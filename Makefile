@@ -27,7 +27,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	for script in bench/*.py; do $(PY) $$script || exit 1; done
+	for script in $(filter-out bench/bench_common.py,$(wildcard bench/bench_*.py)); do $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .cache output

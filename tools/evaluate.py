@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import seg_d2  # noqa: E402,F401  (before detectron2)
 from seg_d2.evaluation import EvaluationInputError, evaluate_coco, evaluate_sem_seg_files, pq_compute  # noqa: E402
+from seg_d2.evaluation.panoptic_quality import PQ_ENGINES  # noqa: E402
 from seg_d2.evaluation.coco_mask_ap import ENGINES  # noqa: E402
 from seg_d2.evaluation.validation import load_json  # noqa: E402
 
@@ -32,7 +33,8 @@ def _instances(args):
 
 
 def _panoptic(args):
-    res = pq_compute(args.gt, args.pred, args.gt_folder, args.pred_folder, num_workers=args.workers)
+    res = pq_compute(args.gt, args.pred, args.gt_folder, args.pred_folder, num_workers=args.workers,
+                     engine=args.engine)
     names = {c["id"]: c.get("name", str(c["id"])) for c in load_json(args.gt)["categories"]}
     table = {f"{k.upper()}{s}": 100 * res[n][k] for n, s in (("All", ""), ("Things", "_th"), ("Stuff", "_st"))
              for k in ("pq", "sq", "rq")}
@@ -78,7 +80,9 @@ def _parser():
     pan.add_argument("--pred", required=True)
     pan.add_argument("--gt-folder")
     pan.add_argument("--pred-folder")
-    pan.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    pan.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
+    pan.add_argument("--engine", default="auto", choices=PQ_ENGINES,
+                     help="auto: seg_d2's input checks, then hotcoco; seg_d2: seg_d2's own engine")
     pan.set_defaults(run=_panoptic)
     sem = sub.add_parser("semantic", help="mIoU, Dice, accuracy, Boundary IoU from label PNGs (same names)")
     sem.add_argument("--gt-dir", required=True)

@@ -4,6 +4,8 @@ import os
 
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 
 from seg_d2.config import add_seg_d2_config
 
@@ -46,8 +48,8 @@ class Trainer(DefaultTrainer):
 def setup_cfg(config_file, opts=(), args=None):
     """A frozen config: Detectron2 defaults + seg_d2 keys + the file + command-line overrides.
 
-    With ``args`` (parsed command line), also runs Detectron2's ``default_setup`` (logging, output dir,
-    seeds, config dump).
+    Seeds the RNGs with ``cfg.SEED`` (+ rank) as Detectron2's ``default_setup`` does; with ``args``
+    (parsed command line) runs ``default_setup`` itself (also logging, output dir, config dump).
     """
     cfg = get_cfg()
     add_seg_d2_config(cfg)
@@ -58,4 +60,6 @@ def setup_cfg(config_file, opts=(), args=None):
     cfg.freeze()
     if args is not None:
         default_setup(cfg, args)
+    else:
+        seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     return cfg

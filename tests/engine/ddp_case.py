@@ -19,7 +19,6 @@ from PIL import Image
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
-from detectron2.utils.env import seed_all_rng
 
 from seg_d2.engine import Trainer, launch, setup_cfg
 
@@ -49,9 +48,7 @@ def _cfg(out_dir, test_sets="()"):
         "INPUT.RANDOM_FLIP", "none", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3",
         "SOLVER.WARMUP_ITERS", "0", "SOLVER.BASE_LR", "0.05", "SOLVER.CHECKPOINT_PERIOD", "1",
     ]
-    cfg = setup_cfg(CONFIG, opts)
-    seed_all_rng(cfg.SEED)  # as tools/train_net.py's default_setup does (rank 0's model is broadcast)
-    return cfg
+    return setup_cfg(CONFIG, opts)  # seeds as tools/train_net.py does (rank 0's model is broadcast)
 
 
 def train(out_dir):
