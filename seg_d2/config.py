@@ -5,10 +5,6 @@ One function per area, so each concept's keys live together; the defaults reprod
 from detectron2.config import CfgNode as CN
 
 
-def _add_data_config(cfg):
-    pass
-
-
 def _add_loss_config(cfg):
     """MODEL.ROI_MASK_HEAD.LOSS and MODEL.SEM_SEG_HEAD.LOSS: each head's loss, read by
     ``seg_d2.losses.build_loss``. Both nodes have the same keys; only the default TERMS differ."""
@@ -162,7 +158,6 @@ def add_seg_d2_config(cfg):
     """Add seg_d2's keys to a Detectron2 config (call once, right after ``get_cfg()``)."""
     cfg.SEG_D2 = CN()
     for add in (
-        _add_data_config,
         _add_loss_config,
         _add_mask_head_config,
         _add_semantic_config,
