@@ -107,17 +107,16 @@ def run_cocoeval(gt, results, iou_type, engine="auto", max_dets=(1, 10, 100), im
     dataset = _as_dataset(gt, source)
     if isinstance(results, (str, os.PathLike)):
         results_source, results = os.fspath(results), load_json(results)
-    check_coco_results(results, dataset, results_source)
     key = "segmentation" if iou_type == "segm" else "bbox"
-    for k, r in enumerate(results):
-        if key not in r:
-            raise EvaluationInputError(f"{results_source}: detection #{k} has no '{key}' for {iou_type} AP")
-    # loadRes writes id/area/iscrowd into each detection: work on copies
-    results = [{k: v for k, v in r.items() if not (drop_bbox_for_segm and k == "bbox")} for r in results]
-    if iou_type == "segm":
-        _polygons_to_rle(results, dataset)
-
+    check_coco_results(results, dataset, results_source, (key,), f" for {iou_type} AP")
     name = resolve_engine(engine)
+    if name != "hotcoco":
+        # pycocotools' / ultrafast's loadRes write id/area/iscrowd into each detection: work on copies.
+        # hotcoco's reads them without writing (tests/evaluation pin that), so only edited ones are copied.
+        results = list(map(dict, results))
+    if iou_type == "segm":
+        results = _segm_results(results, dataset, drop_bbox_for_segm)
+
     coco_cls = importlib.import_module(_ENGINES[name][0]).COCO
     eval_cls = importlib.import_module(_ENGINES[name][1]).COCOeval
     with contextlib.redirect_stdout(io.StringIO()):
@@ -138,15 +137,26 @@ def run_cocoeval(gt, results, iou_type, engine="auto", max_dets=(1, 10, 100), im
     return CocoEvalResult(_summary_stats(precision, recall, ev.params), precision, recall, ev.params)
 
 
-def _polygons_to_rle(results, dataset):
-    """Polygon masks -> RLE, as pycocotools' annToRLE would (its loadRes cannot take polygons alone)."""
+def _segm_results(results, dataset, drop_bbox):
+    """``results`` with polygons as RLE and (``drop_bbox``) without boxes; edited detections are copies."""
+    if not drop_bbox and not any(isinstance(r["segmentation"], list) for r in results):
+        return results
     sizes = {im["id"]: (im["height"], im["width"]) for im in dataset["images"]}
+    out = []
     for r in results:
+        if drop_bbox and "bbox" in r:
+            r = {k: v for k, v in r.items() if k != "bbox"}
         if isinstance(r["segmentation"], list):
-            h, w = sizes[r["image_id"]]
-            rle = mask_util.merge(mask_util.frPyObjects(r["segmentation"], h, w)) if r["segmentation"] else (
-                mask_util.encode(np.zeros((h, w, 1), np.uint8, order="F"))[0])
-            r["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+            r = {**r, "segmentation": _polygons_to_rle(r["segmentation"], *sizes[r["image_id"]])}
+        out.append(r)
+    return out
+
+
+def _polygons_to_rle(polygons, h, w):
+    """Polygon masks -> RLE, as pycocotools' annToRLE would (its loadRes cannot take polygons alone)."""
+    rle = mask_util.merge(mask_util.frPyObjects(polygons, h, w)) if polygons else (
+        mask_util.encode(np.zeros((h, w, 1), np.uint8, order="F"))[0])
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
 
 def _make_coco(coco_cls, name, dataset):

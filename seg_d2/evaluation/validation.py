@@ -6,6 +6,7 @@ instead of surfacing as a KeyError deep inside an evaluation engine.
 import json
 import os
 from collections import Counter
+from operator import itemgetter
 
 
 class EvaluationInputError(ValueError):
@@ -99,20 +100,40 @@ def match_panoptic_annotations(gt, pred, gt_source, pred_source):
     return [(a, pred_by_image[a["image_id"]]) for a in gt["annotations"]], images, categories
 
 
-def check_coco_results(results, gt_dataset, source):
-    """Detections must refer to ground-truth image and category ids and carry the needed fields."""
+def check_coco_results(results, gt_dataset, source, extra_keys=(), missing_suffix=""):
+    """Detections must refer to ground-truth image and category ids and carry the needed fields.
+
+    ``extra_keys`` are further required fields (e.g. "segmentation"). One C-level pass gathers the ids
+    and set differences check them; only bad input takes the slow loop that names the first offender.
+    """
     if not isinstance(results, list):
         raise EvaluationInputError(f"{source}: a COCO results file must hold a JSON list")
     image_ids = {im["id"] for im in gt_dataset.get("images", [])}
     category_ids = {c["id"] for c in gt_dataset.get("categories", [])}
+    keys = ("image_id", "category_id", "score") + tuple(extra_keys)
+    try:
+        cols = list(zip(*map(itemgetter(*keys), results)))
+        bad = bool(cols) and not (set(cols[0]) <= image_ids and set(cols[1]) <= category_ids)
+    except (KeyError, TypeError):
+        bad = True
+    if bad:
+        _first_bad_result(results, image_ids, category_ids, keys, source, missing_suffix)
+
+
+def _first_bad_result(results, image_ids, category_ids, keys, source, missing_suffix):
+    """Raise for the first detection that lacks a field or names an unknown image / category id."""
     for k, r in enumerate(results):
-        require_keys(r, ["image_id", "category_id", "score"], f"{source}: detection #{k}")
+        require_keys(r, keys[:3], f"{source}: detection #{k}")
         if r["image_id"] not in image_ids:
             raise EvaluationInputError(f"{source}: detection #{k} has image id {r['image_id']} not in the ground truth")
         if r["category_id"] not in category_ids:
             raise EvaluationInputError(
                 f"{source}: detection #{k} has category id {r['category_id']} not in the ground truth"
             )
+    for k, r in enumerate(results):
+        for key in keys[3:]:
+            if key not in r:
+                raise EvaluationInputError(f"{source}: detection #{k} has no '{key}'{missing_suffix}")
 
 
 def check_coco_ground_truth(dataset, source):

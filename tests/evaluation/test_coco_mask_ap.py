@@ -164,3 +164,33 @@ def test_bad_input_names_file_and_id(tmp_path, mutate, message):
     with pytest.raises(EvaluationInputError, match=message) as e:
         evaluate_coco(gt, str(path), "segm")
     assert "dets.json" in str(e.value) or "ground truth" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda gt, d: d[5].pop("score"), r"detection #5: missing key\(s\) \['score'\]"),
+        (lambda gt, d: d.__setitem__(3, {**d[3], "image_id": [1]}), None),  # unhashable id: an error, not a pass
+        (lambda gt, d: (d[0].pop("segmentation"), d.__setitem__(4, {**d[4], "category_id": 77})),
+         "detection #4 has category id 77"),  # id errors come before missing masks, as before
+    ],
+)
+def test_vectorised_result_checks_report_the_first_offender(mutate, message):
+    gt, dets = _case(3, "normal")
+    mutate(gt, dets)
+    with pytest.raises((EvaluationInputError, TypeError), match=message):
+        run_cocoeval(gt, dets, "segm")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_results_and_ground_truth_are_left_unmodified(engine):
+    """hotcoco gets the caller's detections without copies: neither it nor seg_d2 may write into them."""
+    gt, dets = _case(4, "normal")
+    dets = [dict(d, bbox=[1.0, 2.0, 3.0, 4.0]) for d in dets]
+    dets[0] = {**dets[0], "segmentation": [[1.0, 1.0, 9.0, 1.0, 9.0, 9.0]]}
+    gt_before, dets_before = json.dumps(gt, sort_keys=True), json.dumps(dets, sort_keys=True)
+    for drop in (False, True):
+        run_cocoeval(gt, dets, "segm", engine, drop_bbox_for_segm=drop)
+        assert json.dumps(dets, sort_keys=True) == dets_before
+        if engine in ("auto", "hotcoco"):  # pycocotools' evaluate() turns GT polygons into RLE in place
+            assert json.dumps(gt, sort_keys=True) == gt_before
