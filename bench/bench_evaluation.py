@@ -9,6 +9,8 @@
 Workloads: --images at 256x256 and --large-images at 640x480. Every timing is the best of --repeat runs.
 
   python bench/bench_evaluation.py [--images 200] [--large-images 100] [--workers N] [--repeat 3]
+      [--model-ms T]   # PQ during training: also sleep T ms per batch of 4 before process(), as the model
+                       # would take; rows then give the time beyond that model time (what evaluation adds)
 """
 import argparse
 import contextlib
@@ -37,6 +39,7 @@ NUM_CATS, NUM_THINGS = 20, 12
 
 
 REPEAT = 3
+MODEL_MS = 0.0
 
 
 def _timed(fn, before=None):
@@ -202,10 +205,12 @@ def bench_pq(n_images, h, w, workers, rng):
         inputs = [{"image_id": i, "file_name": f"{i}.jpg"} for i in range(n_images)]
         print("PQ during training (process() on every batch of 4 + evaluate()), a new evaluator per run:")
 
-        def run(make):
+        def run(make, model_s=0.0):
             ev = make()
             ev.reset()
             for k in range(0, len(inputs), 4):
+                if model_s:
+                    time.sleep(model_s)  # the model's forward pass on this batch (GPU; CPU idle)
                 batch = [{"panoptic_seg": (seg, [dict(s) for s in segs])} for seg, segs in outputs[k : k + 4]]
                 ev.process(inputs[k : k + 4], batch)
             return ev.evaluate()
@@ -222,6 +227,23 @@ def bench_pq(n_images, h, w, workers, rng):
         base = times["detectron2 COCOPanopticEvaluator"]
         for label, t in times.items():
             _row(label, t, base)
+        if MODEL_MS:
+            model_s = MODEL_MS / 1000
+            total_model = model_s * len(range(0, len(inputs), 4))
+            print(f"PQ during training with {MODEL_MS:g} ms of simulated model time per batch of 4 "
+                  f"({total_model:.2f} s in all); seconds beyond the model time:")
+            extra = {}
+            for label, make, before in (
+                ("detectron2 COCOPanopticEvaluator", lambda: COCOPanopticEvaluator(name), None),
+                ("seg_d2 PanopticQualityEvaluator, first evaluation", lambda: PanopticQualityEvaluator(name),
+                 GT_CACHE.clear),
+                ("seg_d2 PanopticQualityEvaluator, repeated (cached GT)", lambda: PanopticQualityEvaluator(name), None),
+            ):
+                t, res = _timed(lambda make=make: run(make, model_s), before)
+                assert abs(res["panoptic_seg"]["PQ"] - 100 * ref["All"]["pq"]) < 1e-7
+                extra[label] = max(t - total_model, 1e-6)
+            for label, t in extra.items():
+                _row(label, t, extra["detectron2 COCOPanopticEvaluator"])
 
 
 def bench_mask_ap(n_images, h, w, rng):
@@ -247,15 +269,17 @@ def bench_mask_ap(n_images, h, w, rng):
 
 
 def main():
-    global REPEAT
+    global REPEAT, MODEL_MS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=200, help="images in the 256x256 workloads")
     p.add_argument("--large-images", type=int, default=100, help="images in the 640x480 workloads")
     p.add_argument("--workers", type=int, default=0, help="PQ threads (default: os.cpu_count(), as panopticapi)")
     p.add_argument("--repeat", type=int, default=REPEAT)
     p.add_argument("--only", choices=["pq", "ap"])
+    p.add_argument("--model-ms", type=float, default=0.0,
+                   help="simulated model time per batch of 4 for the PQ-during-training rows (0: none)")
     args = p.parse_args()
-    REPEAT = args.repeat
+    REPEAT, MODEL_MS = args.repeat, args.model_ms
     workers = args.workers or os.cpu_count()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for n_images, h, w in ((args.images, 256, 256), (args.large_images, 480, 640)):
