@@ -56,6 +56,12 @@ def _make_local_group(num_per_machine: int, num_machines: int, machine_rank: int
             comm._LOCAL_PROCESS_GROUP = group
 
 
+def _barrier_before_teardown():
+    # A rank that tears its Gloo connections down while a peer still sends on them can abort the peer
+    # ("terminate called without an active exception"); finish together, then destroy.
+    comm.synchronize()
+
+
 def _init_worker(local_rank, world_size, num_per_machine, num_machines, machine_rank, dist_url, backend, timeout):
     global_rank = machine_rank * num_per_machine + local_rank
     try:
@@ -75,6 +81,7 @@ def _worker(local_rank, main_func, world_size, num_per_machine, num_machines, ma
     _init_worker(local_rank, world_size, num_per_machine, num_machines, machine_rank, dist_url, backend, timeout)
     try:
         main_func(*args)
+        _barrier_before_teardown()
     except Exception:
         # The parent re-raises whichever failure it sees first, often a peer's "connection closed";
         # print each rank's own traceback so the root cause is always in the log.
@@ -92,7 +99,9 @@ def _run_under_torchrun(main_func, backend, timeout, args):
     _init_worker(int(os.environ["LOCAL_RANK"]), world_size, local_size, world_size // local_size, machine_rank,
                  "env://", backend, timeout)
     try:
-        return main_func(*args)
+        result = main_func(*args)
+        _barrier_before_teardown()
+        return result
     finally:
         dist.destroy_process_group()
 

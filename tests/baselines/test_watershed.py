@@ -8,7 +8,8 @@ import seg_d2  # noqa: F401  (before detectron2)
 from seg_d2.baselines import WatershedSegmenter
 
 torch.set_num_threads(1)
-NUCLEI = "/work/shared/data/nuclei-stardist"
+# ../shared/data beside the repository (always there in CI; absent from a user's clone)
+NUCLEI = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "nuclei-stardist")
 
 
 def _disc(shape, cy, cx, r):
