@@ -5,6 +5,8 @@
   PQ during training (model outputs): PanopticQualityEvaluator (first evaluation, and repeated with the
     ground truth cached) vs Detectron2's COCOPanopticEvaluator
   Mask AP (RLE results): seg_d2 evaluate_coco vs pycocotools, faster-coco-eval, hotcoco, ultrafast
+  PNG decoding (what bounds seg_d2's own PQ engine): OpenCV, the decoder it uses, per PNG, serial and in
+    --workers threads; pyspng (libspng) beside it when installed
 
 Workloads: --images at 256x256 and --large-images at 640x480. Every timing is the best of --repeat runs.
 
@@ -23,6 +25,7 @@ import tempfile
 import time
 import uuid
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -174,6 +177,32 @@ def _row(name, seconds, base):
     print(f"  {name:<60s} {seconds:8.3f} s   {base / seconds:6.1f}x")
 
 
+def bench_png_decode(paths, workers):
+    """ms per PNG of OpenCV (seg_d2's decoder) and, when installed, pyspng; serial and in ``workers`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    decoders = {"cv2.imread(IMREAD_COLOR) (seg_d2's engine)": lambda p: cv2.imread(p, cv2.IMREAD_COLOR)}
+    try:
+        import pyspng
+
+        decoders["pyspng.load(file bytes, 'RGB') (libspng)"] = lambda p: pyspng.load(read(p), format="RGB")
+        for p in paths:  # same pixels, or the timing means nothing
+            assert np.array_equal(decoders["pyspng.load(file bytes, 'RGB') (libspng)"](p),
+                                  cv2.imread(p, cv2.IMREAD_COLOR)[..., ::-1])
+    except ImportError:
+        print("  (pyspng not installed: OpenCV only)")
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for label, decode in decoders.items():
+            serial, _ = _timed(lambda decode=decode: [decode(p) for p in paths])
+            threaded, _ = _timed(lambda decode=decode: list(pool.map(decode, paths)))
+            print(f"  {label:<60s} {1e3 * serial / len(paths):6.3f} ms/PNG serial, "
+                  f"{1e3 * threaded / len(paths):6.3f} ms/PNG in {workers} threads")
+
+
 def bench_pq(n_images, h, w, workers, rng):
     from hotcoco import panoptic as hc_panoptic
     from panopticapi.evaluation import pq_compute as papi_pq_compute
@@ -191,9 +220,11 @@ def bench_pq(n_images, h, w, workers, rng):
             assert abs(ours["All"]["pq"] - ref["All"]["pq"]) < 1e-9
         _row("panopticapi pq_compute", t_ref, t_ref)
         _row("hotcoco panoptic.pq_compute", t_hc, t_ref)
-        _row("seg_d2 pq_compute (engine=seg_d2: OpenCV decoding, threads)", t_own, t_ref)
+        _row("seg_d2 pq_compute (engine=seg_d2: cv2 decoding, threads)", t_own, t_ref)
         _row("seg_d2 pq_compute (auto: input checks + hotcoco)", t_auto, t_ref)
         print(f"  seg_d2 auto vs hotcoco: {t_hc / t_auto:.2f}x")
+        print(f"PNG decoding, {n_images} ground-truth + {n_images} prediction PNGs {w}x{h} (RGB 8-bit, written by PIL):")
+        bench_png_decode([os.path.join(root, d, f"{i}.png") for d in ("gt", "pred") for i in range(n_images)], workers)
 
         name = f"bench_{uuid.uuid4().hex[:6]}"
         things = [c["id"] for c in gt["categories"] if c["isthing"]]

@@ -58,7 +58,7 @@ class GroundTruthCache:
             return entry[1]
         ids = read_panoptic_png(path)
         check_panoptic_png(ids, image, path)
-        labels = compact_labels(dense_labels(ids, segment_ids), len(segment_ids))
+        labels = compact_labels(dense_labels(ids, segment_ids, ids_fit=True), len(segment_ids))
         with self._lock:
             old = self._entries.pop(path, None)
             self._nbytes -= old[1].nbytes if old is not None else 0

@@ -33,7 +33,9 @@ from .validation import (
 VOID = 0
 # Panoptic PNGs hold 24-bit ids (R + 256 G + 256^2 B); ids at or above this need the slow mapping path.
 _LUT_SIZE = 1 << 24
-_FREE_LUTS = queue.SimpleQueue()
+# free id -> label tables by dtype: uint16 (up to 65533 segments; half the memory, and uint16 labels make the
+# pair key without a widening cast) or int32 (more segments)
+_FREE_LUTS = {np.uint16: queue.SimpleQueue(), np.int32: queue.SimpleQueue()}
 PQ_ENGINES = ("auto", "seg_d2", "hotcoco")
 
 
@@ -122,36 +124,47 @@ def read_panoptic_png(path):
 
 
 @contextlib.contextmanager
-def _borrowed_lut():
+def _borrowed_lut(dtype):
     """An all-zero id -> label table, kept for reuse: one per concurrent image, not one per thread or call."""
+    free = _FREE_LUTS[dtype]
     try:
-        lut = _FREE_LUTS.get_nowait()
+        lut = free.get_nowait()
     except queue.Empty:
-        lut = np.zeros(_LUT_SIZE, dtype=np.int32)
+        lut = np.zeros(_LUT_SIZE, dtype=dtype)
     try:
         yield lut
     finally:
-        _FREE_LUTS.put(lut)
+        free.put(lut)
 
 
-def dense_labels(id_map, segment_ids):
+def dense_labels(id_map, segment_ids, ids_fit=False):
     """Label each pixel: 0 = id listed nowhere, 1 = VOID, 2 + i = ``segment_ids[i]`` (ids must be > 0).
 
     A lookup table is one gather per pixel (no sort). Its "listed nowhere" entries are 0, so it is
     allocated zeroed (untouched pages cost no memory). Ids beyond 24 bits fall back to a binary search.
+    Labels are uint16 when they fit (up to 65533 segments), else int32: half the memory traffic of int32,
+    and the pair key of :func:`_joint_counts` is then formed without a widening cast.
+
+    Args:
+        ids_fit (bool): the caller knows every id is in [0, 2^24) (as :func:`read_panoptic_png` returns
+            them); skips the min/max scan of ``id_map``.
     """
     segment_ids = np.asarray(segment_ids, dtype=np.int64)
-    labels = np.arange(2, len(segment_ids) + 2, dtype=np.int32)
-    ids_fit = not id_map.size or (int(id_map.min()) >= 0 and int(id_map.max()) < _LUT_SIZE)
+    dtype = np.uint16 if len(segment_ids) + 2 <= np.iinfo(np.uint16).max else np.int32
+    labels = np.arange(2, len(segment_ids) + 2, dtype=dtype)
+    if not ids_fit:
+        ids_fit = not id_map.size or (
+            (id_map.dtype.kind == "u" or int(id_map.min()) >= 0) and int(id_map.max()) < _LUT_SIZE
+        )
     if not ids_fit or (segment_ids.size and segment_ids.max() >= _LUT_SIZE):
         order = np.argsort(segment_ids)
         sorted_ids = segment_ids[order]
         pos = np.searchsorted(sorted_ids, id_map).clip(max=max(len(sorted_ids) - 1, 0))
         found = sorted_ids[pos] == id_map if len(sorted_ids) else np.zeros(id_map.shape, bool)
-        dense = np.where(found, labels[order][pos] if len(sorted_ids) else 0, 0).astype(np.int32)
+        dense = np.where(found, labels[order][pos] if len(sorted_ids) else 0, 0).astype(dtype)
         dense[id_map == VOID] = 1
         return dense
-    with _borrowed_lut() as lut:
+    with _borrowed_lut(dtype) as lut:
         try:
             lut[VOID] = 1
             lut[segment_ids] = labels
@@ -165,7 +178,7 @@ def compact_labels(labels, num_segments):
     """``labels`` (from :func:`dense_labels`) in the smallest unsigned dtype that holds them, for caching."""
     for dtype in (np.uint8, np.uint16):
         if num_segments + 1 <= np.iinfo(dtype).max:
-            return labels.astype(dtype)
+            return labels.astype(dtype, copy=False)
     return labels
 
 
@@ -186,7 +199,7 @@ def _joint_counts(gt_labels, pred_labels, rows, cols):
     return np.bincount(key.ravel(), minlength=rows * cols).reshape(rows, cols)
 
 
-def pq_image_stats(gt_ids, gt_segments, pred_ids, pred_segments, category_ids, image_id=None):
+def pq_image_stats(gt_ids, gt_segments, pred_ids, pred_segments, category_ids, image_id=None, ids_fit=False):
     """PQ sums of one image.
 
     Args:
@@ -194,15 +207,16 @@ def pq_image_stats(gt_ids, gt_segments, pred_ids, pred_segments, category_ids, i
         gt_segments, pred_segments (list[dict]): "id", "category_id" (and gt "iscrowd", optional "area").
         category_ids (array-like): the dataset's category ids, in the order of the returned arrays.
         image_id: named in error messages.
+        ids_fit (bool): both id maps are known to hold ids in [0, 2^24) (see :func:`dense_labels`).
     Returns:
         PQStats
     """
     check_segments_info(gt_segments, category_ids, image_id, "ground truth")
-    gt_labels = dense_labels(gt_ids, [s["id"] for s in gt_segments])
-    return pq_label_stats(gt_labels, gt_segments, pred_ids, pred_segments, category_ids, image_id)
+    gt_labels = dense_labels(gt_ids, [s["id"] for s in gt_segments], ids_fit)
+    return pq_label_stats(gt_labels, gt_segments, pred_ids, pred_segments, category_ids, image_id, ids_fit)
 
 
-def pq_label_stats(gt_labels, gt_segments, pred_ids, pred_segments, category_ids, image_id=None):
+def pq_label_stats(gt_labels, gt_segments, pred_ids, pred_segments, category_ids, image_id=None, ids_fit=False):
     """:func:`pq_image_stats` with the ground truth already labelled by :func:`dense_labels` (any int dtype)."""
     check_segments_info(pred_segments, category_ids, image_id, "prediction")
     if gt_labels.shape != pred_ids.shape:
@@ -211,7 +225,7 @@ def pq_label_stats(gt_labels, gt_segments, pred_ids, pred_segments, category_ids
             f"{gt_labels.shape[1]}x{gt_labels.shape[0]} (width x height)"
         )
     ng, npred = len(gt_segments), len(pred_segments)
-    pred_labels = dense_labels(pred_ids, [s["id"] for s in pred_segments])
+    pred_labels = dense_labels(pred_ids, [s["id"] for s in pred_segments], ids_fit)
     # rows / cols: ids listed nowhere, VOID, then the gt / pred segments
     inter = _joint_counts(gt_labels, pred_labels, ng + 2, npred + 2)
     if inter[:, 0].any():
@@ -271,7 +285,8 @@ def _pair_stats(pair, gt_folder, pred_folder, images, category_ids):
     check_panoptic_png(gt_ids, image, gt_path)
     check_panoptic_png(pred_ids, image or {"width": gt_ids.shape[1], "height": gt_ids.shape[0]}, pred_path)
     return pq_image_stats(
-        gt_ids, gt_ann["segments_info"], pred_ids, pred_ann["segments_info"], category_ids, gt_ann["image_id"]
+        gt_ids, gt_ann["segments_info"], pred_ids, pred_ann["segments_info"], category_ids, gt_ann["image_id"],
+        ids_fit=True,  # read_panoptic_png's ids are 24-bit
     )
 
 

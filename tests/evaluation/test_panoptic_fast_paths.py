@@ -190,3 +190,24 @@ def test_auto_engine_names_a_prediction_of_another_size(tmp_path):
     gt_path, pred_path = _write_case(tmp_path, [[1, 1]], GT_SEGS, [[4, 4, 4]], [{"id": 4, "category_id": 1}])
     with pytest.raises(EvaluationInputError, match="0.png: PNG is 3x1 but image 5 is 2x1"):
         pq_compute(gt_path, pred_path, num_workers=0)
+
+
+@pytest.mark.parametrize("n, dtype", [(3, np.uint16), (65533, np.uint16), (65534, np.int32)])
+def test_dense_labels_dtype_and_ids_fit_shortcut(n, dtype):
+    """uint16 labels while they fit; ``ids_fit=True`` (no min/max scan) and every id dtype label alike."""
+    rng = np.random.default_rng(n)
+    segment_ids = rng.choice(np.arange(1, 1 << 24), n, replace=False)
+    pool = np.concatenate([[0, (1 << 24) - 1], segment_ids[:50], segment_ids[-5:]])
+    id_map = rng.choice(pool, (9, 11))
+    expected = np.zeros(id_map.shape, np.int64)
+    expected[id_map == 0] = 1
+    index = {int(s): i for i, s in enumerate(segment_ids)}
+    for (y, x), v in np.ndenumerate(id_map):
+        if int(v) in index:
+            expected[y, x] = 2 + index[int(v)]
+    outs = [dense_labels(id_map.astype(t), segment_ids, ids_fit=f)
+            for t in (np.uint32, np.int64) for f in (False, True)]
+    outs.append(dense_labels(id_map.astype(np.int64) * 64, segment_ids * 64))  # beyond 24 bits: binary search
+    for out in outs:
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, expected)
