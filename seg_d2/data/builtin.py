@@ -167,14 +167,15 @@ def write_dataset(root, seed=DEFAULT_SEED, split_sizes=SPLIT_SIZES):
 
 
 def ensure_dataset(root, seed=DEFAULT_SEED, split_sizes=SPLIT_SIZES):
-    """Generate the dataset at ``root`` unless it exists; returns ``root``.
+    """Generate the dataset at ``root`` unless it exists (non-empty); returns ``root``.
 
     Written to a temporary sibling dir then renamed, so ``root`` is either absent or complete:
     safe against interrupted runs and against concurrent processes (e.g. DDP workers) generating
     at once (the first rename wins, the others discard their copy).
     """
-    if os.path.isdir(root):
+    if os.path.isdir(root) and os.listdir(root):
         return root
+    # an absent or empty root: an empty directory is replaced by the rename below (POSIX)
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.tmp-", dir=parent)
