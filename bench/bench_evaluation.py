@@ -20,7 +20,6 @@ import copy
 import io
 import json
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -29,14 +28,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import seg_d2  # noqa: E402,F401
-import torch  # noqa: E402
-from detectron2.data import MetadataCatalog  # noqa: E402
-from detectron2.evaluation import COCOPanopticEvaluator  # noqa: E402
-from pycocotools import mask as mask_util  # noqa: E402
-from seg_d2.evaluation import PanopticQualityEvaluator, pq_compute, run_cocoeval  # noqa: E402
-from seg_d2.evaluation.panoptic_evaluator import GT_CACHE  # noqa: E402
+import seg_d2  # noqa: F401
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import COCOPanopticEvaluator
+from pycocotools import mask as mask_util
+from seg_d2.evaluation import PanopticQualityEvaluator, pq_compute, run_cocoeval
+from seg_d2.evaluation.panoptic_evaluator import GT_CACHE
 
 NUM_CATS, NUM_THINGS = 20, 12
 

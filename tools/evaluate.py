@@ -14,13 +14,11 @@ import math
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import seg_d2  # noqa: E402,F401  (before detectron2)
-from seg_d2.evaluation import EvaluationInputError, evaluate_coco, evaluate_sem_seg_files, pq_compute  # noqa: E402
-from seg_d2.evaluation.panoptic_quality import PQ_ENGINES  # noqa: E402
-from seg_d2.evaluation.coco_mask_ap import ENGINES  # noqa: E402
-from seg_d2.evaluation.validation import load_json  # noqa: E402
+import seg_d2  # noqa: F401  (before detectron2)
+from seg_d2.evaluation import EvaluationInputError, evaluate_coco, evaluate_sem_seg_files, pq_compute
+from seg_d2.evaluation.panoptic_quality import PQ_ENGINES
+from seg_d2.evaluation.coco_mask_ap import ENGINES
+from seg_d2.evaluation.validation import load_json
 
 
 def _instances(args):

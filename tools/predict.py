@@ -11,16 +11,14 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import seg_d2  # noqa: F401  (before detectron2)
+from detectron2.data import MetadataCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.visualizer import Visualizer
 
-import seg_d2  # noqa: E402,F401  (before detectron2)
-from detectron2.data import MetadataCatalog  # noqa: E402
-from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.engine import DefaultPredictor  # noqa: E402
-from detectron2.utils.visualizer import Visualizer  # noqa: E402
-
-from seg_d2.engine.trainer import setup_cfg  # noqa: E402
-from seg_d2.prompting import NoMatchingInstance, select_instances  # noqa: E402
+from seg_d2.engine.trainer import setup_cfg
+from seg_d2.prompting import NoMatchingInstance, select_instances
 
 
 def parse_points(text):

@@ -9,17 +9,14 @@ i.e. no resize) and every instance gets ``--class-id``; prints the mask AP (and 
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import seg_d2  # noqa: F401  (before detectron2)
+from detectron2.config import get_cfg
+from detectron2.data import build_detection_test_loader
+from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 
-import seg_d2  # noqa: E402,F401  (before detectron2)
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import build_detection_test_loader  # noqa: E402
-from detectron2.evaluation import DatasetEvaluators, inference_on_dataset  # noqa: E402
-
-from seg_d2.baselines import WatershedSegmenter  # noqa: E402
-from seg_d2.evaluation import FastCOCOEvaluator, build_evaluators  # noqa: E402
+from seg_d2.baselines import WatershedSegmenter
+from seg_d2.evaluation import FastCOCOEvaluator, build_evaluators
 
 
 def parse_args(argv=None):
