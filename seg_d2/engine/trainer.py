@@ -3,11 +3,15 @@ import logging
 import os
 
 from detectron2.config import get_cfg
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
 from seg_d2.config import add_seg_d2_config
+from seg_d2.data.dataset_mappers import AlbumentationsDatasetMapper
+from seg_d2.evaluation import build_evaluators
 
 from .amp import CPUAutocastTrainer
 
@@ -29,18 +33,10 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         if not cfg.INPUT.ALBUMENTATIONS.ENABLED:
             return super().build_train_loader(cfg)
-        from detectron2.data import build_detection_train_loader
-
-        from seg_d2.data.dataset_mappers import AlbumentationsDatasetMapper
-
         return build_detection_train_loader(cfg, mapper=AlbumentationsDatasetMapper(cfg, is_train=True))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from detectron2.evaluation import DatasetEvaluators
-
-        from seg_d2.evaluation import build_evaluators
-
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return DatasetEvaluators(build_evaluators(cfg, dataset_name, output_folder))
 
