@@ -1,8 +1,8 @@
 """Run a function on a module right after it is imported (or at once, if it already is).
 
 A fix for a Detectron2 module is a `ModulePatch`: an optional ``before(spec)`` run just before the
-module's code executes (for values read at import time, e.g. default arguments) and ``after(module)``
-run right after.
+module's code executes (for values read at import time, e.g. default arguments) and an optional
+``after(module)`` run right after.
 """
 import importlib.abc
 import importlib.machinery
@@ -14,8 +14,12 @@ from typing import Callable, Dict, Optional
 @dataclass(frozen=True)
 class ModulePatch:
     module: str
-    after: Callable
+    after: Optional[Callable] = None
     before: Optional[Callable] = None
+
+    def apply_after(self, module):
+        if self.after is not None:
+            self.after(module)
 
 
 class _PatchingLoader(importlib.abc.Loader):
@@ -33,7 +37,7 @@ class _PatchingLoader(importlib.abc.Loader):
         finally:
             if undo is not None:
                 undo()
-        self._patch.after(module)
+        self._patch.apply_after(module)
 
 
 class _PatchingFinder(importlib.abc.MetaPathFinder):
@@ -58,6 +62,6 @@ def install_patches(patches):
         if module is None:
             pending[patch.module] = patch
         else:
-            patch.after(module)
+            patch.apply_after(module)
     if pending:
         sys.meta_path.insert(0, _PatchingFinder(pending))

@@ -210,16 +210,12 @@ def _deform_conv_on_cpu(module):
     module.deform_conv, module.modulated_deform_conv = deform_conv, modulated_deform_conv
 
 
-def _nothing_after(module):
-    return None
-
-
 PATCHES = (
     *(ModulePatch(name, _use_numpy_aliases) for name in _MODULES_USING_NUMPY_ALIASES),
-    ModulePatch("detectron2.data.transforms.transform", _nothing_after, _pillow_linear_during_import),
-    ModulePatch("detectron2.model_zoo.model_zoo", _nothing_after, _pkg_resources_during_import),
+    ModulePatch("detectron2.data.transforms.transform", before=_pillow_linear_during_import),
+    ModulePatch("detectron2.model_zoo.model_zoo", before=_pkg_resources_during_import),
     ModulePatch("detectron2.data.common", _map_dataset_sampling_sets),
-    ModulePatch("detectron2.export", _nothing_after, _export_without_caffe2),
+    ModulePatch("detectron2.export", before=_export_without_caffe2),
     ModulePatch("detectron2.config.config", _model_zoo_bases),
     ModulePatch("detectron2.engine.defaults", _ddp_on_cpu),
     ModulePatch("detectron2.layers.deform_conv", _deform_conv_on_cpu),
