@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.seg_d2-setup
 SETUP_INPUTS := requirements/pinned.txt requirements/no-deps.txt requirements/detectron2.txt \
-                tools/install_detectron2.py setup.py
+                tools/install_detectron2.py setup.py seg_d2/evaluation/_png_ids.c
 
 .PHONY: setup demo test bench clean
 setup: $(STAMP)

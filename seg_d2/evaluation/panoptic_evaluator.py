@@ -19,7 +19,8 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from .panoptic_quality import PQStats, compact_labels, dense_labels, pq_label_stats, read_panoptic_png
+from .panoptic_png import read_panoptic_png
+from .panoptic_quality import PQStats, compact_labels, dense_labels, pq_label_stats
 from .validation import EvaluationInputError, check_panoptic_png, check_segments_info, load_json
 
 logger = logging.getLogger(__name__)

@@ -15,13 +15,13 @@ import functools
 import importlib
 import os
 import queue
-import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from .panoptic_png import png_size, read_panoptic_png, rgb2id  # noqa: F401 - rgb2id re-exported
 from .validation import (
     EvaluationInputError,
     check_panoptic_png,
@@ -100,27 +100,6 @@ class PQStats:
             results[name]["n"] = n
         results["per_class"] = {c: {k: v[k] for k in ("pq", "sq", "rq")} for c, v in per_class.items()}
         return results
-
-
-def rgb2id(rgb):
-    """Segment ids of a COCO panoptic PNG (H, W, 3 uint8): R + 256 G + 256^2 B."""
-    rgb = rgb.astype(np.uint32)
-    return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
-
-
-def read_panoptic_png(path):
-    """Read a COCO panoptic PNG into an (H, W) uint32 id map; a clear error names an unreadable file.
-
-    OpenCV decodes PNGs about twice as fast as Pillow (and releases the GIL, so threads decode in
-    parallel). Reordering to R, G, B, A bytes and reading each pixel as one little-endian uint32 gives
-    R + 256 G + 256^2 B + 256^3 A in one vectorised pass; masking drops A.
-    """
-    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise EvaluationInputError(f"{path}: cannot read panoptic PNG")
-    ids = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA).view("<u4")[..., 0]
-    ids &= 0xFFFFFF
-    return ids.view(np.uint32)
 
 
 @contextlib.contextmanager
@@ -319,8 +298,8 @@ def pq_compute(gt_json, pred_json, gt_folder=None, pred_folder=None, num_workers
     Args:
         gt_json, pred_json (str or dict): paths to the JSON files, or their loaded contents.
         gt_folder, pred_folder (str): PNG folders; default: the JSON path without ".json".
-        engine (str): "seg_d2" (OpenCV decoding, ``num_workers`` threads), "hotcoco" (its Rust engine, about
-            8x faster: PNG decoding bounds seg_d2's), or "auto": hotcoco when installed. Either way seg_d2
+        engine (str): "seg_d2" (:mod:`.panoptic_png` decoding, ``num_workers`` threads), "hotcoco" (its
+            Rust engine), or "auto": hotcoco when installed. Either way seg_d2
             checks the input first, and any input hotcoco rejects is re-run by seg_d2, whose error names it.
     Returns:
         dict: see :meth:`PQStats.summarize`.
@@ -352,19 +331,6 @@ def _hotcoco_available(engine):
         return False
 
 
-def _png_size(path):
-    """(height, width) from a PNG's IHDR header, without decoding; None when it is not a readable PNG."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except OSError:
-        return None
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", head[16:24])
-    return height, width
-
-
 def _hotcoco_can_take(pairs, images, categories, gt_folder):
     """Run the checks hotcoco does not make (duplicate ids, ground-truth PNG size vs image entry).
 
@@ -377,7 +343,7 @@ def _hotcoco_can_take(pairs, images, categories, gt_folder):
         check_segments_info(gt_ann["segments_info"], category_ids, image_id, "ground truth")
         check_segments_info(pred_ann["segments_info"], category_ids, image_id, "prediction")
         image = images.get(image_id) or {}
-        if _png_size(os.path.join(gt_folder, gt_ann["file_name"])) != (image.get("height"), image.get("width")):
+        if png_size(os.path.join(gt_folder, gt_ann["file_name"])) != (image.get("height"), image.get("width")):
             return False
     return True
 
