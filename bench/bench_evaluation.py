@@ -5,8 +5,8 @@
   PQ during training (model outputs): PanopticQualityEvaluator (first evaluation, and repeated with the
     ground truth cached) vs Detectron2's COCOPanopticEvaluator
   Mask AP (RLE results): seg_d2 evaluate_coco vs pycocotools, faster-coco-eval, hotcoco, ultrafast
-  PNG decoding (what bounds seg_d2's own PQ engine): OpenCV, the decoder it uses, per PNG, serial and in
-    --workers threads; pyspng (libspng) beside it when installed
+  PNG decoding (what bounds seg_d2's own PQ engine): its reader vs OpenCV's, per PNG, serial and in
+    --workers threads, and inflating alone (zlib vs libdeflate)
 
 Workloads: --images at 256x256 and --large-images at 640x480. Every timing is the best of --repeat runs.
 
@@ -23,8 +23,9 @@ import os
 import tempfile
 import time
 import uuid
+import zlib
 
-import cv2
+import deflate
 import numpy as np
 from PIL import Image
 
@@ -35,6 +36,8 @@ from detectron2.evaluation import COCOPanopticEvaluator
 from pycocotools import mask as mask_util
 from seg_d2.evaluation import PanopticQualityEvaluator, pq_compute, run_cocoeval
 from seg_d2.evaluation.panoptic_evaluator import GT_CACHE
+from seg_d2.evaluation.panoptic_png import _chunks as _png_chunks
+from seg_d2.evaluation.panoptic_png import _decode_opencv, read_panoptic_png
 
 NUM_CATS, NUM_THINGS = 20, 12
 
@@ -175,28 +178,34 @@ def _row(name, seconds, base):
     print(f"  {name:<60s} {seconds:8.3f} s   {base / seconds:6.1f}x")
 
 
+def _idat_stream(path):
+    data = open(path, "rb").read()
+    return b"".join(payload for kind, payload in _png_chunks(data, path) if kind == b"IDAT")
+
+
 def bench_png_decode(paths, workers):
-    """ms per PNG of OpenCV (seg_d2's decoder) and, when installed, pyspng; serial and in ``workers`` threads."""
+    """ms per PNG: seg_d2's reader vs OpenCV's (both to ids), and inflating alone (zlib vs libdeflate)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def read(path):
+    def opencv_ids(path):
         with open(path, "rb") as f:
-            return f.read()
+            return _decode_opencv(f.read(), path)
 
-    decoders = {"cv2.imread(IMREAD_COLOR) (seg_d2's engine)": lambda p: cv2.imread(p, cv2.IMREAD_COLOR)}
-    try:
-        import pyspng
-
-        decoders["pyspng.load(file bytes, 'RGB') (libspng)"] = lambda p: pyspng.load(read(p), format="RGB")
-        for p in paths:  # same pixels, or the timing means nothing
-            assert np.array_equal(decoders["pyspng.load(file bytes, 'RGB') (libspng)"](p),
-                                  cv2.imread(p, cv2.IMREAD_COLOR)[..., ::-1])
-    except ImportError:
-        print("  (pyspng not installed: OpenCV only)")
+    for p in paths:  # same ids, or the timing means nothing
+        assert np.array_equal(read_panoptic_png(p), opencv_ids(p))
+    streams = [_idat_stream(p) for p in paths]
+    sizes = [len(zlib.decompress(s)) for s in streams]
+    jobs = {
+        "seg_d2 read_panoptic_png (libdeflate + C unfilter)": (read_panoptic_png, paths),
+        "OpenCV imdecode + cvtColor to ids (libpng, zlib)": (opencv_ids, paths),
+        "  inflating alone: zlib.decompress": (zlib.decompress, streams),
+        "  inflating alone: deflate.zlib_decompress (libdeflate)": (
+            lambda job: deflate.zlib_decompress(*job), list(zip(streams, sizes))),
+    }
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for label, decode in decoders.items():
-            serial, _ = _timed(lambda decode=decode: [decode(p) for p in paths])
-            threaded, _ = _timed(lambda decode=decode: list(pool.map(decode, paths)))
+        for label, (fn, items) in jobs.items():
+            serial, _ = _timed(lambda fn=fn, items=items: [fn(x) for x in items])
+            threaded, _ = _timed(lambda fn=fn, items=items: list(pool.map(fn, items)))
             print(f"  {label:<60s} {1e3 * serial / len(paths):6.3f} ms/PNG serial, "
                   f"{1e3 * threaded / len(paths):6.3f} ms/PNG in {workers} threads")
 
@@ -218,7 +227,7 @@ def bench_pq(n_images, h, w, workers, rng):
             assert abs(ours["All"]["pq"] - ref["All"]["pq"]) < 1e-9
         _row("panopticapi pq_compute", t_ref, t_ref)
         _row("hotcoco panoptic.pq_compute", t_hc, t_ref)
-        _row("seg_d2 pq_compute (engine=seg_d2: cv2 decoding, threads)", t_own, t_ref)
+        _row("seg_d2 pq_compute (engine=seg_d2: own decoding + scoring, threads)", t_own, t_ref)
         _row("seg_d2 pq_compute (auto: input checks + hotcoco)", t_auto, t_ref)
         print(f"  seg_d2 auto vs hotcoco: {t_hc / t_auto:.2f}x")
         print(f"PNG decoding, {n_images} ground-truth + {n_images} prediction PNGs {w}x{h} (RGB 8-bit, written by PIL):")
