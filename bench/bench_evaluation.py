@@ -11,6 +11,7 @@
 Workloads: --images at 256x256 and --large-images at 640x480. Every timing is the best of --repeat runs.
 
   python bench/bench_evaluation.py [--images 200] [--large-images 100] [--workers N] [--repeat 3]
+      [--shapes discs] # segments as discs (few repeated rows) instead of rectangles
       [--model-ms T]   # PQ during training: also sleep T ms per batch of 4 before process(), as the model
                        # would take; rows then give the time beyond that model time (what evaluation adds)
 """
@@ -44,6 +45,7 @@ NUM_CATS, NUM_THINGS = 20, 12
 
 REPEAT = 3
 MODEL_MS = 0.0
+SHAPES = "rectangles"
 
 
 def _timed(fn, before=None):
@@ -60,11 +62,16 @@ def _timed(fn, before=None):
 
 
 def _label_map(rng, h, w, n):
-    """n rectangles painted over each other: segments of many sizes, some tiny, ~20 per image."""
+    """n shapes painted over each other: segments of many sizes, some tiny, ~20 per image. Rectangles
+    repeat most rows (which seg_d2's PNG reader skips); discs, like real objects, change most rows."""
     m = np.zeros((h, w), np.int64)
+    yy, xx = np.ogrid[:h, :w]
     for k in range(1, n + 1):
         y, x = rng.integers(0, h), rng.integers(0, w)
-        m[y : y + rng.integers(4, h // 2), x : x + rng.integers(4, w // 2)] = k
+        if SHAPES == "discs":
+            m[(yy - y) ** 2 + (xx - x) ** 2 < rng.integers(2, h // 3) ** 2] = k
+        else:
+            m[y : y + rng.integers(4, h // 2), x : x + rng.integers(4, w // 2)] = k
     return m
 
 
@@ -307,7 +314,7 @@ def bench_mask_ap(n_images, h, w, rng):
 
 
 def main():
-    global REPEAT, MODEL_MS
+    global REPEAT, MODEL_MS, SHAPES
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=200, help="images in the 256x256 workloads")
     p.add_argument("--large-images", type=int, default=100, help="images in the 640x480 workloads")
@@ -316,8 +323,9 @@ def main():
     p.add_argument("--only", choices=["pq", "ap"])
     p.add_argument("--model-ms", type=float, default=0.0,
                    help="simulated model time per batch of 4 for the PQ-during-training rows (0: none)")
+    p.add_argument("--shapes", choices=["rectangles", "discs"], default=SHAPES, help="segment shapes")
     args = p.parse_args()
-    REPEAT, MODEL_MS = args.repeat, args.model_ms
+    REPEAT, MODEL_MS, SHAPES = args.repeat, args.model_ms, args.shapes
     workers = args.workers or os.cpu_count()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for n_images, h, w in ((args.images, 256, 256), (args.large_images, 480, 640)):

@@ -7,8 +7,8 @@ stream ~5x faster than zlib, and a small C extension (``_png_ids.c``) undoes the
 ids in one pass. Both release the GIL, so worker threads decode in parallel. Any other PNG, or a machine
 where the extension was not built, goes through OpenCV; the ids are the same either way (tested).
 """
-import os
 import struct
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -22,7 +22,7 @@ try:
 except ImportError:  # no compiler at install time, or deflate missing: OpenCV decodes everything
     _png_ids = None
 
-__all__ = ["read_panoptic_png", "rgb2id", "png_size", "fast_decoder_available"]
+__all__ = ["read_panoptic_png", "rgb2id", "png_size", "fast_decoder_available", "read_png_rows", "segment_pair_counts"]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {2: 3, 6: 4}  # PNG colour type -> bytes per pixel at bit depth 8 (RGB, RGBA)
@@ -38,15 +38,65 @@ def rgb2id(rgb):
     return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
 
 
-def read_panoptic_png(path):
-    """Read a COCO panoptic PNG into an (H, W) uint32 id map; a clear error names an unreadable file."""
+class PngRows(NamedTuple):
+    """A PNG's inflated, still filtered rows (one filter-type byte + width * channels bytes each)."""
+
+    raw: bytes
+    height: int
+    width: int
+    channels: int
+
+
+def _read(path):
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise EvaluationInputError(f"{path}: cannot read panoptic PNG ({e.strerror})") from e
-    ids = _decode_fast(data, path) if _png_ids is not None else None
-    return ids if ids is not None else _decode_opencv(data, path)
+
+
+def read_panoptic_png(path):
+    """Read a COCO panoptic PNG into an (H, W) uint32 id map; a clear error names an unreadable file."""
+    data = _read(path)
+    rows = _inflate(data, path) if _png_ids is not None else None
+    if rows is None:
+        return _decode_opencv(data, path)
+    ids = np.empty((rows.height, rows.width), np.uint32)
+    try:
+        _png_ids.decode_ids(rows.raw, rows.height, rows.width, rows.channels, ids)
+    except ValueError as e:
+        raise EvaluationInputError(f"{path}: corrupt PNG ({e})") from e
+    return ids
+
+
+def read_png_rows(path):
+    """:class:`PngRows` of an 8-bit RGB(A) non-interlaced PNG; None for other PNGs or without the extension."""
+    return _inflate(_read(path), path) if _png_ids is not None else None
+
+
+def _label_table(segment_ids):
+    """Sorted ids (uint32) and their labels 2 + i (int32), the numbering of panoptic_quality.dense_labels."""
+    ids = np.asarray(segment_ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    return ids[order].astype(np.uint32), (order + 2).astype(np.int32)
+
+
+def segment_pair_counts(gt_rows, pred_rows, gt_segment_ids, pred_segment_ids):
+    """Pixel counts of (gt label, pred label) pairs of two same-size PNGs, without decoding either to an array.
+
+    Labels: 0 = id listed nowhere, 1 = VOID, 2 + i = the i-th listed segment; ids must be in (0, 2^24).
+    Returns:
+        ndarray[len(gt_segment_ids) + 2, len(pred_segment_ids) + 2] int64.
+    Raises:
+        ValueError: a row with an unknown filter type (the message says which image).
+    """
+    if (gt_rows.height, gt_rows.width) != (pred_rows.height, pred_rows.width):
+        raise ValueError("the two PNGs differ in size")
+    counts = np.zeros((len(gt_segment_ids) + 2, len(pred_segment_ids) + 2), np.int64)
+    _png_ids.pair_counts(gt_rows.raw, pred_rows.raw, gt_rows.height, gt_rows.width, gt_rows.channels,
+                         pred_rows.channels, *_label_table(gt_segment_ids), *_label_table(pred_segment_ids),
+                         counts.shape[0], counts.shape[1], counts)
+    return counts
 
 
 def _header(head):
@@ -95,8 +145,8 @@ def _chunks(data, path):
         pos = end + 4
 
 
-def _decode_fast(data, path):
-    """Ids of an 8-bit RGB(A) non-interlaced PNG; None for any other PNG (or not a PNG): OpenCV takes those."""
+def _inflate(data, path):
+    """:class:`PngRows` of an 8-bit RGB(A) non-interlaced PNG; None for any other PNG (or not a PNG)."""
     header = _header(data)
     if header is None:
         return None
@@ -105,14 +155,8 @@ def _decode_fast(data, path):
     if depth != 8 or channels is None or interlace != 0 or width == 0 or height == 0:
         return None
     stream = b"".join(payload for kind, payload in _chunks(data, path) if kind == b"IDAT")
-    size = height * (1 + width * channels)
     try:
-        raw = deflate.zlib_decompress(stream, size)
+        raw = deflate.zlib_decompress(stream, height * (1 + width * channels))
     except deflate.DeflateError as e:
         raise EvaluationInputError(f"{path}: corrupt PNG (image data does not inflate: {e})") from e
-    ids = np.empty((height, width), np.uint32)
-    try:
-        _png_ids.decode_ids(raw, height, width, channels, ids)
-    except ValueError as e:
-        raise EvaluationInputError(f"{path}: corrupt PNG ({e})") from e
-    return ids
+    return PngRows(raw, height, width, channels)

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .panoptic_png import png_size, read_panoptic_png, rgb2id  # noqa: F401 - rgb2id re-exported
+from .panoptic_png import (  # noqa: F401 - rgb2id re-exported
+    png_size,
+    read_panoptic_png,
+    read_png_rows,
+    rgb2id,
+    segment_pair_counts,
+)
 from .validation import (
     EvaluationInputError,
     check_panoptic_png,
@@ -212,6 +218,13 @@ def pq_label_stats(gt_labels, gt_segments, pred_ids, pred_segments, category_ids
         raise EvaluationInputError(
             f"image {image_id}: prediction segment ids {unlisted[:10]} are in the PNG but not in segments_info"
         )
+    return pq_from_counts(inter, gt_segments, pred_segments, category_ids, image_id)
+
+
+def pq_from_counts(inter, gt_segments, pred_segments, category_ids, image_id=None):
+    """PQ sums of one image from its pixel counts of (gt label, pred label) pairs, labelled as by
+    :func:`dense_labels` (row / column 0: ids listed nowhere, 1: VOID, 2 + i: the i-th segment)."""
+    npred = len(pred_segments)
     pred_area = inter[:, 2:].sum(0)
     if npred and (pred_area == 0).any():
         missing = [pred_segments[i]["id"] for i in np.flatnonzero(pred_area == 0)]
@@ -258,15 +271,44 @@ def _pair_stats(pair, gt_folder, pred_folder, images, category_ids):
     gt_ann, pred_ann = pair
     gt_path = os.path.join(gt_folder, gt_ann["file_name"])
     pred_path = os.path.join(pred_folder, pred_ann["file_name"])
+    image = images.get(gt_ann["image_id"])
+    streamed = _streamed_pair_stats(gt_ann, pred_ann, gt_path, pred_path, image, category_ids)
+    if streamed is not None:
+        return streamed
     gt_ids = read_panoptic_png(gt_path)
     pred_ids = read_panoptic_png(pred_path)
-    image = images.get(gt_ann["image_id"])
     check_panoptic_png(gt_ids, image, gt_path)
     check_panoptic_png(pred_ids, image or {"width": gt_ids.shape[1], "height": gt_ids.shape[0]}, pred_path)
     return pq_image_stats(
         gt_ids, gt_ann["segments_info"], pred_ids, pred_ann["segments_info"], category_ids, gt_ann["image_id"],
         ids_fit=True,  # read_panoptic_png's ids are 24-bit
     )
+
+
+def _streamed_pair_stats(gt_ann, pred_ann, gt_path, pred_path, image, category_ids):
+    """The pair's PQ stats counted straight from both PNGs' rows (no id maps), or None where the array path
+    must run: PNGs the stream reader does not take, sizes that differ, ids listed nowhere (whose error message
+    the array path words), segment ids beyond 24 bits."""
+    gt_segments, pred_segments = gt_ann["segments_info"], pred_ann["segments_info"]
+    image_id = gt_ann["image_id"]
+    check_segments_info(gt_segments, category_ids, image_id, "ground truth")
+    check_segments_info(pred_segments, category_ids, image_id, "prediction")
+    gt_ids, pred_ids = [s["id"] for s in gt_segments], [s["id"] for s in pred_segments]
+    if max(gt_ids + pred_ids, default=0) >= _LUT_SIZE:
+        return None
+    gt_rows, pred_rows = read_png_rows(gt_path), read_png_rows(pred_path)
+    if gt_rows is None or pred_rows is None:
+        return None
+    size = (gt_rows.height, gt_rows.width)
+    if size != (pred_rows.height, pred_rows.width) or (image and size != (image.get("height"), image.get("width"))):
+        return None
+    try:
+        inter = segment_pair_counts(gt_rows, pred_rows, gt_ids, pred_ids)
+    except ValueError as e:
+        raise EvaluationInputError(f"{gt_path} / {pred_path}: corrupt PNG ({e})") from e
+    if inter[:, 0].any():
+        return None
+    return pq_from_counts(inter, gt_segments, pred_segments, category_ids, image_id)
 
 
 def pq_compute_pairs(pairs, gt_folder, pred_folder, categories, images=None, num_workers=None):

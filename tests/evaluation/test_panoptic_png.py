@@ -14,7 +14,9 @@ from seg_d2.evaluation.panoptic_png import (
     _decode_opencv,
     fast_decoder_available,
     read_panoptic_png,
+    read_png_rows,
     rgb2id,
+    segment_pair_counts,
 )
 from seg_d2.evaluation.validation import EvaluationInputError
 
@@ -118,6 +120,51 @@ def test_other_png_kinds_decode_like_pil(tmp_path, mode):
         image.save(path)
         expected = rgb2id(np.asarray(image.convert("RGB")))
     np.testing.assert_array_equal(read_panoptic_png(path), expected)
+
+
+def _id_pixels(ids, alpha):
+    rgb = np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255] + [np.full_like(ids, 255)] * alpha, -1)
+    return rgb.astype(np.uint8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_segment_pair_counts_equal_a_brute_force_count(tmp_path_factory, seed):
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+    pool = rng.choice(np.arange(1, 1 << 24), 8, replace=False)
+    gt_listed, pred_listed = list(pool[:4]), list(pool[3:7])  # pool[7] is listed nowhere
+    maps = []
+    for _ in range(2):  # blocks of equal ids (runs, as segment maps have) over a noisy background
+        m = rng.choice(np.concatenate([[0], pool]), (h, w))
+        m[: h // 2, : w // 2] = rng.choice(pool)
+        maps.append(m[np.sort(rng.integers(0, h, h))])  # repeated rows: "Up" rows of zeros, skipped when read
+    root = tmp_path_factory.mktemp("pairs")
+    kinds = rng.integers(0, 5, h)
+    gt = read_png_rows(_write(root, _png(_id_pixels(maps[0], False), lambda y: kinds[y]), "gt.png"))
+    pred = read_png_rows(_write(root, _png(_id_pixels(maps[1], True), lambda y: 4 - kinds[y]), "pred.png"))
+    counts = segment_pair_counts(gt, pred, gt_listed, pred_listed)
+
+    def label(v, listed):
+        return 1 if v == 0 else (2 + listed.index(v) if v in listed else 0)
+
+    expected = np.zeros((len(gt_listed) + 2, len(pred_listed) + 2), np.int64)
+    for g, p in zip(maps[0].ravel(), maps[1].ravel()):
+        expected[label(g, gt_listed), label(p, pred_listed)] += 1
+    np.testing.assert_array_equal(counts, expected)
+
+
+def test_segment_pair_counts_name_the_image_with_a_bad_row(tmp_path):
+    good = read_png_rows(_write(tmp_path, _png(_pixels(), lambda y: 0), "good.png"))
+    rows = bytearray(_filtered_rows(_pixels(), lambda y: 0))
+    rows[1 * (1 + 5 * 3)] = 7
+    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", 5, 4, 8, 2, 0, 0, 0))
+    data = b"\x89PNG\r\n\x1a\n" + ihdr + _chunk(b"IDAT", zlib.compress(bytes(rows))) + _chunk(b"IEND", b"")
+    bad = read_png_rows(_write(tmp_path, data, "bad.png"))
+    with pytest.raises(ValueError, match="row 1 of the prediction has an unknown filter type"):
+        segment_pair_counts(good, bad, [1], [2])
+    with pytest.raises(ValueError, match="differ in size"):
+        segment_pair_counts(good, read_png_rows(_write(tmp_path, _png(_pixels()[:2], lambda y: 0))), [1], [2])
 
 
 def _pixels():
