@@ -1,9 +1,9 @@
 /* Reconstruct a PNG's filtered scanlines into COCO panoptic segment ids, R + 256 G + 256^2 B.
  *
  * The inflated IDAT stream comes from Python (libdeflate); this undoes the five PNG filter types
- * (PNG specification, 2nd ed., section 9) row by row and packs each pixel's id in the same pass, with
- * the GIL released so that threads decode images in parallel. pair_counts streams a ground-truth and a
- * prediction PNG together into PQ's intersection counts without materialising either image. Only 8-bit RGB / RGBA, non-interlaced:
+ * (PNG specification, 2nd ed., section 9) row by row and packs each row's ids, with the GIL released so
+ * that threads decode images in parallel. pair_counts streams a ground-truth and a prediction PNG together
+ * into PQ's intersection counts without materialising either image. Only 8-bit RGB / RGBA, non-interlaced:
  * the caller sends every other PNG to OpenCV.
  */
 #define PY_SSIZE_T_CLEAN
