@@ -26,6 +26,8 @@ __all__ = ["read_panoptic_png", "rgb2id", "png_size", "fast_decoder_available", 
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {2: 3, 6: 4}  # PNG colour type -> bytes per pixel at bit depth 8 (RGB, RGBA)
+# deflate cannot expand more than 1032:1 (a 258-byte match in 2 bits at best; zlib's "technical details" page)
+_MAX_DEFLATE_RATIO = 1032
 
 
 def fast_decoder_available() -> bool:
@@ -155,8 +157,12 @@ def _inflate(data, path):
     if depth != 8 or channels is None or interlace != 0 or width == 0 or height == 0:
         return None
     stream = b"".join(payload for kind, payload in _chunks(data, path) if kind == b"IDAT")
+    size = height * (1 + width * channels)
+    if size > _MAX_DEFLATE_RATIO * len(stream) + 1024:  # refuse before allocating what a bad header claims
+        raise EvaluationInputError(f"{path}: corrupt PNG ({width}x{height} pixels cannot fit in "
+                                   f"{len(stream)} bytes of image data)")
     try:
-        raw = deflate.zlib_decompress(stream, height * (1 + width * channels))
+        raw = deflate.zlib_decompress(stream, size)
     except deflate.DeflateError as e:
         raise EvaluationInputError(f"{path}: corrupt PNG (image data does not inflate: {e})") from e
     return PngRows(raw, height, width, channels)

@@ -204,6 +204,13 @@ def test_image_data_of_the_wrong_size_is_refused(tmp_path):
         read_panoptic_png(_write(tmp_path, data))
 
 
+def test_a_header_claiming_more_pixels_than_the_data_can_hold_is_refused(tmp_path):
+    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", 1 << 20, 1 << 20, 8, 2, 0, 0, 0))
+    data = b"\x89PNG\r\n\x1a\n" + ihdr + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
+    with pytest.raises(EvaluationInputError, match="1048576x1048576 pixels cannot fit"):
+        read_panoptic_png(_write(tmp_path, data))
+
+
 def test_missing_and_non_png_files_are_named(tmp_path):
     with pytest.raises(EvaluationInputError, match="nothing.png: cannot read panoptic PNG"):
         read_panoptic_png(tmp_path / "nothing.png")
