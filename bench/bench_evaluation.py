@@ -186,7 +186,8 @@ def _row(name, seconds, base):
 
 
 def _idat_stream(path):
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     return b"".join(payload for kind, payload in _png_chunks(data, path) if kind == b"IDAT")
 
 
@@ -260,13 +261,14 @@ def bench_pq(n_images, h, w, workers, rng):
                 ev.process(inputs[k : k + 4], batch)
             return ev.evaluate()
 
-        times = {}
-        for label, make, before in (
+        evaluators = (  # label, constructor, what to do before each timed run
             ("detectron2 COCOPanopticEvaluator", lambda: COCOPanopticEvaluator(name), None),
             ("seg_d2 PanopticQualityEvaluator, first evaluation", lambda: PanopticQualityEvaluator(name),
              GT_CACHE.clear),
             ("seg_d2 PanopticQualityEvaluator, repeated (cached GT)", lambda: PanopticQualityEvaluator(name), None),
-        ):
+        )
+        times = {}
+        for label, make, before in evaluators:
             times[label], res = _timed(lambda make=make: run(make), before)
             assert abs(res["panoptic_seg"]["PQ"] - 100 * ref["All"]["pq"]) < 1e-7
         base = times["detectron2 COCOPanopticEvaluator"]
@@ -278,12 +280,7 @@ def bench_pq(n_images, h, w, workers, rng):
             print(f"PQ during training with {MODEL_MS:g} ms of simulated model time per batch of 4 "
                   f"({total_model:.2f} s in all); seconds beyond the model time:")
             extra = {}
-            for label, make, before in (
-                ("detectron2 COCOPanopticEvaluator", lambda: COCOPanopticEvaluator(name), None),
-                ("seg_d2 PanopticQualityEvaluator, first evaluation", lambda: PanopticQualityEvaluator(name),
-                 GT_CACHE.clear),
-                ("seg_d2 PanopticQualityEvaluator, repeated (cached GT)", lambda: PanopticQualityEvaluator(name), None),
-            ):
+            for label, make, before in evaluators:
                 t, res = _timed(lambda make=make: run(make, model_s), before)
                 assert abs(res["panoptic_seg"]["PQ"] - 100 * ref["All"]["pq"]) < 1e-7
                 extra[label] = max(t - total_model, 1e-6)
