@@ -10,12 +10,22 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
 from seg_d2.config import add_seg_d2_config
+from seg_d2.config_checks import check_config
+from seg_d2.data.config_datasets import register_datasets_from_config
 from seg_d2.data.dataset_mappers import AlbumentationsDatasetMapper
 from seg_d2.evaluation import build_evaluators
 
 from .amp import CPUAutocastTrainer
+from .progress import training_hooks
 
-__all__ = ["Trainer", "setup_cfg"]
+__all__ = ["Trainer", "prepare_cfg", "setup_cfg"]
+
+
+def prepare_cfg(cfg):
+    """What must happen before a model or loader is built from ``cfg``: register the datasets it
+    declares (DATASETS.REGISTER) and refuse settings that would be silently ignored. Idempotent."""
+    register_datasets_from_config(cfg)
+    check_config(cfg)
 
 
 class Trainer(DefaultTrainer):
@@ -23,11 +33,15 @@ class Trainer(DefaultTrainer):
     semantic metrics) and runs ``SOLVER.AMP.ENABLED`` on CPU as bfloat16 autocast."""
 
     def __init__(self, cfg):
+        prepare_cfg(cfg)
         super().__init__(cfg)
         if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
             logging.getLogger(__name__).info("SOLVER.AMP.ENABLED on CPU: training under bfloat16 autocast")
             # DefaultTrainer built an AMPTrainer (CUDA-only run_step); keep its state and data iterator.
             self._trainer.__class__ = CPUAutocastTrainer
+
+    def build_hooks(self):
+        return training_hooks(self.cfg, super().build_hooks())
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -54,6 +68,7 @@ def setup_cfg(config_file, opts=(), args=None):
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     cfg.freeze()
+    prepare_cfg(cfg)
     if args is not None:
         default_setup(cfg, args)
     else:
