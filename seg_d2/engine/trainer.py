@@ -3,7 +3,7 @@ import logging
 import os
 
 from detectron2.config import get_cfg
-from detectron2.data import build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
@@ -12,7 +12,7 @@ from detectron2.utils.env import seed_all_rng
 from seg_d2.config import add_seg_d2_config
 from seg_d2.config_checks import check_config
 from seg_d2.data.config_datasets import register_datasets_from_config
-from seg_d2.data.dataset_mappers import AlbumentationsDatasetMapper
+from seg_d2.data.dataset_mappers import build_mapper
 from seg_d2.evaluation import build_evaluators
 
 from .amp import CPUAutocastTrainer
@@ -45,9 +45,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if not cfg.INPUT.ALBUMENTATIONS.ENABLED:
-            return super().build_train_loader(cfg)
-        return build_detection_train_loader(cfg, mapper=AlbumentationsDatasetMapper(cfg, is_train=True))
+        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
