@@ -6,6 +6,7 @@ Each patch changes only the Detectron2 module it names: numpy, Pillow, setuptool
 import functools
 import importlib
 import importlib.util
+import logging
 import os
 import random
 import sys
@@ -210,6 +211,28 @@ def _deform_conv_on_cpu(module):
     module.deform_conv, module.modulated_deform_conv = deform_conv, modulated_deform_conv
 
 
+# ---- torch 2's schedulers subclass LRScheduler, not _LRScheduler: v0.6's hook never checkpointed them --
+def _has_scheduler_state(scheduler):
+    return callable(getattr(scheduler, "state_dict", None)) and callable(getattr(scheduler, "load_state_dict", None))
+
+
+def _scheduler_state_in_checkpoints(module):
+    """LRScheduler hook: save and restore any scheduler that has state_dict/load_state_dict (v0.6 only
+    did for isinstance(_, torch.optim.lr_scheduler._LRScheduler), which torch >= 2.0's StepLR, OneCycleLR,
+    ReduceLROnPlateau, ... are not, so a resumed run restarted their schedule)."""
+    hook = module.LRScheduler
+
+    def state_dict(self):
+        return self.scheduler.state_dict() if _has_scheduler_state(self.scheduler) else {}
+
+    def load_state_dict(self, state_dict):
+        if _has_scheduler_state(self.scheduler):
+            logging.getLogger(module.__name__).info("Loading scheduler from state_dict ...")
+            self.scheduler.load_state_dict(state_dict)
+
+    hook.state_dict, hook.load_state_dict = state_dict, load_state_dict
+
+
 PATCHES = (
     *(ModulePatch(name, _use_numpy_aliases) for name in _MODULES_USING_NUMPY_ALIASES),
     ModulePatch("detectron2.data.transforms.transform", before=_pillow_linear_during_import),
@@ -219,4 +242,5 @@ PATCHES = (
     ModulePatch("detectron2.config.config", _model_zoo_bases),
     ModulePatch("detectron2.engine.defaults", _ddp_on_cpu),
     ModulePatch("detectron2.layers.deform_conv", _deform_conv_on_cpu),
+    ModulePatch("detectron2.engine.hooks", _scheduler_state_in_checkpoints),
 )

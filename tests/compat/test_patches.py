@@ -179,3 +179,41 @@ def test_detectron2_first_import_order_works():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("True")
+
+
+class _SquaredOutput(torch.nn.Linear):
+    def forward(self, batch):
+        return {"loss": super().forward(batch).square().mean()}
+
+
+def _train_with_step_lr(checkpoint_dir, max_iter, resume):
+    """SimpleTrainer + LRScheduler hook on torch's StepLR; returns the LR of each iteration run and the scheduler."""
+    from detectron2.checkpoint import Checkpointer
+    from detectron2.engine import SimpleTrainer, hooks
+
+    torch.manual_seed(0)
+    model = _SquaredOutput(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=999.0 if resume else 0.1)  # resume must load 0.1's decay
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    data = iter(lambda: torch.ones(4, 2), None)
+    trainer = SimpleTrainer(model, data, optimizer)
+    checkpoint_dir.mkdir(exist_ok=True)
+    checkpointer = Checkpointer(model, str(checkpoint_dir), optimizer=optimizer, trainer=trainer)
+    lrs = []
+    record = hooks.CallbackHook(before_step=lambda t: lrs.append(optimizer.param_groups[0]["lr"]))
+    trainer.register_hooks([record, hooks.LRScheduler(scheduler=scheduler), hooks.PeriodicCheckpointer(checkpointer, 5)])
+    start_iter = checkpointer.resume_or_load("none.pth", resume=True).get("iteration", -1) + 1 if resume else 0
+    trainer.train(start_iter, max_iter)
+    return lrs, scheduler
+
+
+def test_torch2_scheduler_state_is_checkpointed_and_resumed(tmp_path):
+    from detectron2.engine import hooks
+
+    full_lrs, full_scheduler = _train_with_step_lr(tmp_path / "full", 12, resume=False)
+    _train_with_step_lr(tmp_path / "cut", 7, resume=False)  # its last checkpoint: model_final, after iteration 6
+    resumed_lrs, resumed_scheduler = _train_with_step_lr(tmp_path / "cut", 12, resume=True)
+    assert len(set(full_lrs[7:])) == 2 and resumed_lrs == full_lrs[7:]  # iterations 7..11, across a decay
+    assert resumed_scheduler.last_epoch == full_scheduler.last_epoch == 12
+    # a scheduler without state (fvcore's ParamScheduler before before_train wraps it) is still skipped
+    assert hooks.LRScheduler(scheduler=object()).state_dict() == {}
