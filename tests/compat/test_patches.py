@@ -217,3 +217,20 @@ def test_torch2_scheduler_state_is_checkpointed_and_resumed(tmp_path):
     assert resumed_scheduler.last_epoch == full_scheduler.last_epoch == 12
     # a scheduler without state (fvcore's ParamScheduler before before_train wraps it) is still skipped
     assert hooks.LRScheduler(scheduler=object()).state_dict() == {}
+
+
+
+def test_lazy_config_to_py_is_formatted_by_black():
+    from omegaconf import OmegaConf
+
+    from detectron2.config import LazyCall, LazyConfig
+
+    layer = LazyCall(torch.nn.Conv2d)(in_channels=3, out_channels=64, kernel_size=3, padding=1, bias=False)
+    cfg = OmegaConf.create({"model": {"stem": layer, "names": ["conv"]}})
+    # unformatted, the call is one 102-character line; black (line length 88) wraps its arguments
+    assert LazyConfig.to_py(cfg) == (
+        'cfg.model.names = ["conv"]\n'
+        "cfg.model.stem = torch.nn.Conv2d(\n"
+        "    bias=False, in_channels=3, kernel_size=3, out_channels=64, padding=1\n"
+        ")\n"
+    )
