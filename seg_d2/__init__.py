@@ -9,7 +9,9 @@ compat.apply()
 
 # Detectron2 may only be imported after compat.apply(); importing these modules registers their parts.
 from . import baselines, data, evaluation, losses, modeling, prompting  # noqa: E402,F401
-from .config import add_seg_d2_config  # noqa: E402
+from .config import add_seg_d2_config, extend_detectron2_defaults  # noqa: E402
+
+extend_detectron2_defaults()  # get_cfg() has seg_d2's keys: stock tools read seg_d2's configs
 
 __version__ = "0.1.0"
 __all__ = ["add_seg_d2_config"]

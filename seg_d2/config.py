@@ -1,8 +1,16 @@
 """add_seg_d2_config(cfg): every config key seg_d2 adds, with its default and why.
 
 One function per area, so each concept's keys live together; the defaults reproduce stock Detectron2.
+``import seg_d2`` adds them to Detectron2's own defaults (:func:`extend_detectron2_defaults`), so
+``get_cfg()`` has them and stock tools (tools/train_net.py, demo/demo.py, ...) read seg_d2's configs.
 """
+import copy
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import defaults as _detectron2_defaults
+
+# Detectron2's defaults as Detectron2 defines them, taken before seg_d2 extends them.
+_STOCK_DEFAULTS = _detectron2_defaults._C.clone()
 
 
 def _add_loss_config(cfg):
@@ -154,9 +162,38 @@ def _add_albumentations_config(cfg):
     ]
 
 
+def _add_data_config(cfg):
+    """A user's own data: datasets declared in the config (seg_d2.data.config_datasets) and how images
+    from real sensors are read (seg_d2.data.image_io, used by every mapper and tool); see docs/own_data.md."""
+    # Datasets registered before any model or loader is built, one tuple each, e.g.
+    # (("cells_train", "coco", "ann/train.json", "img"),). Formats and their arguments: docs/own_data.md.
+    cfg.DATASETS.REGISTER = ()
+    # At registration: "header" opens every image's header (exists, is an image, its size matches the
+    # annotations; fast), "decode" also decodes every pixel (finds truncated files before training), "none".
+    cfg.DATASETS.CHECK_IMAGES = "header"
+    # Raw sensor values -> the 0..255 range PIXEL_MEAN/STD expect. "auto": 8-bit as is (stock), other depths
+    # per-image percentile stretch; "percentile"; "range" (RANGE, same for every image); "none" (raw).
+    cfg.INPUT.NORMALIZE = CN()
+    cfg.INPUT.NORMALIZE.MODE = "auto"
+    # (low, high) percentiles mapped to 0 and 255 by "percentile" (1/99.8: robust to a few hot pixels).
+    cfg.INPUT.NORMALIZE.PERCENTILES = (1.0, 99.8)
+    # (low, high) values mapped to 0 and 255 by "range"; (): the integer type's full range (0..65535).
+    cfg.INPUT.NORMALIZE.RANGE = ()
+    # Statistics per band (multispectral) instead of over all bands together (keeps colours balanced).
+    cfg.INPUT.NORMALIZE.PER_BAND = False
+    # Indices of the file's bands to use, 1 or 3 of them (e.g. (3, 2, 1): NIR-R-G of a 4-band TIFF);
+    # (): all of a gray or RGB image, an alpha band dropped.
+    cfg.INPUT.BANDS = ()
+
+
 def add_seg_d2_config(cfg):
-    """Add seg_d2's keys to a Detectron2 config (call once, right after ``get_cfg()``)."""
-    cfg.SEG_D2 = CN()
+    """Add seg_d2's keys, with their defaults, to the Detectron2 config ``cfg``; returns ``cfg``.
+
+    Only keys ``cfg`` lacks are added: values already set are kept, so a second call changes nothing
+    (a config from ``get_cfg()`` already has every key once seg_d2 is imported).
+    """
+    defaults = stock_detectron2_config()
+    defaults.SEG_D2 = CN()
     for add in (
         _add_loss_config,
         _add_mask_head_config,
@@ -165,6 +202,27 @@ def add_seg_d2_config(cfg):
         _add_panoptic_config,
         _add_evaluation_config,
         _add_albumentations_config,
+        _add_data_config,
     ):
-        add(cfg)
+        add(defaults)
+    _add_missing_keys(cfg, defaults)
     return cfg
+
+
+def _add_missing_keys(cfg, defaults):
+    """Copy into ``cfg`` every key of ``defaults`` that ``cfg`` lacks (recursively)."""
+    for key, value in defaults.items():
+        if key not in cfg:
+            setattr(cfg, key, copy.deepcopy(value))  # setattr: a frozen cfg refuses, as CfgNode does
+        elif isinstance(value, CN) and isinstance(cfg[key], CN):
+            _add_missing_keys(cfg[key], value)
+
+
+def stock_detectron2_config():
+    """A fresh copy of Detectron2's own defaults, without seg_d2's keys."""
+    return _STOCK_DEFAULTS.clone()
+
+
+def extend_detectron2_defaults():
+    """Add seg_d2's keys to the defaults that Detectron2's ``get_cfg()`` copies (run by ``import seg_d2``)."""
+    add_seg_d2_config(_detectron2_defaults._C)
