@@ -1,7 +1,7 @@
 """One `ModulePatch` per Detectron2 v0.6 module that breaks on today's libraries.
 
-Each patch changes only the Detectron2 module it names: numpy, Pillow, setuptools and Python's
-``random`` are left as they are for everyone else.
+Each patch changes only the module it names, a Detectron2 one but for fvcore's CropTransform (Detectron2's
+crops): numpy, Pillow, setuptools and Python's ``random`` are left as they are for everyone else.
 """
 import functools
 import importlib
@@ -12,7 +12,7 @@ import random
 import sys
 import types
 
-import numpy
+import numpy as np
 
 from .import_hooks import ModulePatch
 
@@ -26,7 +26,7 @@ class _NumpyWithAliases(types.ModuleType):
     def __getattr__(self, name):
         if name in _NUMPY_ALIASES:
             return _NUMPY_ALIASES[name]
-        return getattr(numpy, name)
+        return getattr(np, name)
 
 
 _numpy_with_aliases = _NumpyWithAliases("numpy")
@@ -233,6 +233,39 @@ def _scheduler_state_in_checkpoints(module):
     hook.state_dict, hook.load_state_dict = state_dict, load_state_dict
 
 
+# ---- GEOS >= 3.9 (shapely 2) starts a cropped polygon's ring at another vertex than GEOS < 3.9 did --
+def _signed_area(ring):
+    x, y = ring[:, 0], ring[:, 1]
+    return (x * np.roll(y, -1) - np.roll(x, -1) * y).sum() / 2
+
+
+def _in_canonical_order(ring, original):
+    """The crop output ring clockwise for y up (as GEOS makes shells, and as Detectron2 v0.6's tests expect),
+    starting at the first vertex of the uncropped polygon that it keeps, else at its smallest (x, y)."""
+    if _signed_area(ring) > 0:
+        ring = ring[::-1]
+    same = (ring[:, None, :] == original[None, :, :]).all(2)  # (ring vertex, original vertex)
+    kept = np.flatnonzero(same.any(0))
+    start = np.argmax(same[:, kept[0]]) if len(kept) else np.lexsort((ring[:, 1], ring[:, 0]))[0]
+    return np.roll(ring, -start, axis=0)
+
+
+def _order_stable_polygon_crop(module):
+    """CropTransform.apply_polygons (fvcore's, which Detectron2's crops use) returns the same vertex order
+    whatever order GEOS's intersection returns: a polygon the crop does not cut keeps its start vertex."""
+    original_apply = module.CropTransform.apply_polygons
+
+    @functools.wraps(original_apply)
+    def apply_polygons(self, polygons):
+        cropped = []
+        for polygon in polygons:
+            shifted = self.apply_coords(np.array(polygon, dtype=float))  # the frame of the output
+            cropped += [_in_canonical_order(ring, shifted) for ring in original_apply(self, [polygon])]
+        return cropped
+
+    module.CropTransform.apply_polygons = apply_polygons
+
+
 PATCHES = (
     *(ModulePatch(name, _use_numpy_aliases) for name in _MODULES_USING_NUMPY_ALIASES),
     ModulePatch("detectron2.data.transforms.transform", before=_pillow_linear_during_import),
@@ -243,4 +276,5 @@ PATCHES = (
     ModulePatch("detectron2.engine.defaults", _ddp_on_cpu),
     ModulePatch("detectron2.layers.deform_conv", _deform_conv_on_cpu),
     ModulePatch("detectron2.engine.hooks", _scheduler_state_in_checkpoints),
+    ModulePatch("fvcore.transforms.transform", _order_stable_polygon_crop),
 )

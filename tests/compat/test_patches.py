@@ -234,3 +234,42 @@ def test_lazy_config_to_py_is_formatted_by_black():
         "    bias=False, in_channels=3, kernel_size=3, out_channels=64, padding=1\n"
         ")\n"
     )
+
+
+def test_polygon_crop_keeps_the_start_vertex_of_an_uncut_polygon():
+    from detectron2.data.transforms import CropTransform
+
+    crop = CropTransform(10, 10, 50, 50)
+    square = np.array([[20.0, 20], [40, 20], [40, 40], [20, 40]])  # counter-clockwise for y up
+    # clockwise for y up, as GEOS makes shells (v0.6's tests expect it), from the same start; GEOS 3.14 starts at v3
+    np.testing.assert_array_equal(crop.apply_polygons([square])[0], [[10, 10], [10, 30], [30, 30], [30, 10]])
+    clockwise = square[::-1].copy()
+    np.testing.assert_array_equal(crop.apply_polygons([clockwise])[0], clockwise - 10)
+
+
+def test_polygon_crop_of_a_cut_polygon_is_shapelys_region_in_canonical_order():
+    import shapely
+
+    from detectron2.data.transforms import CropTransform
+
+    crop = CropTransform(10, 10, 50, 50)
+    arrow = np.array([[30.0, 0], [70, 30], [30, 55], [35, 30]])  # v0 and v1 fall outside the crop
+    (ring,) = crop.apply_polygons([arrow])
+    expected = shapely.intersection(shapely.Polygon(arrow), shapely.box(10, 10, 60, 60))
+    assert shapely.Polygon(ring + 10).symmetric_difference(expected).area == 0
+    assert len(ring) == len(expected.exterior.coords) - 1
+    np.testing.assert_array_equal(ring[0], [20, 45])  # v2, the first vertex the crop keeps
+    (covering,) = crop.apply_polygons([np.array([[0.0, 0], [100, 0], [100, 100], [0, 100]])])
+    np.testing.assert_array_equal(covering, [[0, 0], [0, 50], [50, 50], [50, 0]])  # no vertex kept: smallest (x, y)
+
+
+def test_polygon_crop_order_does_not_depend_on_where_geos_starts_the_ring():
+    from seg_d2.compat.patches import _in_canonical_order
+
+    original = np.array([[5.0, 1], [9, 4], [6, 9], [2, 6], [1, 3]])
+    ring = original[[0, 4, 3, 2, 1]]  # the region's vertices, clockwise for y up
+    expected = _in_canonical_order(ring, original)
+    np.testing.assert_array_equal(expected, ring)
+    for k in range(len(ring)):
+        for order in (np.roll(ring, k, axis=0), np.roll(ring[::-1], k, axis=0)):
+            np.testing.assert_array_equal(_in_canonical_order(order, original), expected)
