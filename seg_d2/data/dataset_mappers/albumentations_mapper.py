@@ -18,6 +18,9 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BitMasks, Instances, polygons_to_bitmask
 
+from ..image_io import Normalization, read_label_map
+from .dataset_mapper import read_dataset_image
+
 __all__ = ["AlbumentationsDatasetMapper", "build_albumentations"]
 
 
@@ -78,18 +81,22 @@ class AlbumentationsDatasetMapper:
     """
 
     @configurable
-    def __init__(self, is_train=True, *, augmentations, image_format, ignore_label=255):
+    def __init__(self, is_train=True, *, augmentations, image_format, ignore_label=255,
+                 normalization=Normalization(), bands=()):
         """
         Args:
             is_train: False drops the annotations and semantic labels, like DatasetMapper.
             augmentations: an ``A.Compose`` (see :func:`build_albumentations`).
             image_format: Detectron2 image format to read the image in ("BGR", "RGB", ...).
             ignore_label: semantic label of pixels to ignore; also given to pixels a transform fills.
+            normalization, bands: how the image is read (``INPUT.NORMALIZE``, ``INPUT.BANDS``).
         """
         self.is_train = is_train
         self.augmentations = augmentations
         self.image_format = image_format
         self.ignore_label = ignore_label
+        self.normalization = normalization
+        self.bands = tuple(bands)
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
@@ -98,6 +105,8 @@ class AlbumentationsDatasetMapper:
             "augmentations": build_albumentations(cfg.INPUT.ALBUMENTATIONS.PIPELINE),
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "normalization": Normalization.from_config(cfg),
+            "bands": tuple(cfg.INPUT.BANDS),
         }
 
     def _encode_sem_seg(self, sem_seg):
@@ -114,20 +123,22 @@ class AlbumentationsDatasetMapper:
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)  # it is modified below
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = read_dataset_image(dataset_dict, self.image_format, self.normalization, self.bands)
         utils.check_image_size(dataset_dict, image)
         height, width = image.shape[:2]
+        # albumentations takes float images in 0..1 (it clips them there), seg_d2's reader gives 0..255
+        scale = 1.0 if image.dtype == np.uint8 else 255.0
 
-        targets = {"image": image}
+        targets = {"image": image / np.float32(scale) if scale != 1.0 else image}
         if self.is_train and "sem_seg_file_name" in dataset_dict:
-            sem_seg = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
+            sem_seg = read_label_map(dataset_dict.pop("sem_seg_file_name"))
             targets["mask"] = self._encode_sem_seg(sem_seg)
         annos = [a for a in dataset_dict.pop("annotations", []) if a.get("iscrowd", 0) == 0]
         if self.is_train and annos:
             targets["masks"] = np.stack([_annotation_mask(a, height, width) for a in annos])
 
         out = self.augmentations(**targets)
-        image = out["image"]
+        image = out["image"] * np.float32(scale) if scale != 1.0 else out["image"]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if "mask" in out:
             dataset_dict["sem_seg"] = torch.as_tensor(self._decode_sem_seg(out["mask"]))
