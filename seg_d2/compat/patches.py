@@ -1,7 +1,8 @@
 """One `ModulePatch` per Detectron2 v0.6 module that breaks on today's libraries.
 
-Each patch changes only the module it names, a Detectron2 one but for fvcore's CropTransform (Detectron2's
-crops): numpy, Pillow, setuptools and Python's ``random`` are left as they are for everyone else.
+Each patch changes only the module it names, a Detectron2 one but for two functions Detectron2 relies on
+(fvcore's polygon crop, pycocotools' loadRes; both only where they broke): numpy, Pillow, setuptools and
+Python's ``random`` are left as they are for everyone else.
 """
 import functools
 import importlib
@@ -266,6 +267,23 @@ def _order_stable_polygon_crop(module):
     module.CropTransform.apply_polygons = apply_polygons
 
 
+# ---- numpy >= 1.25: COCO.loadRes fails on results that an earlier loadRes gave an ndarray "bbox" ----------
+def _results_reloadable(module):
+    """COCO.loadRes picks its branch with ``anns[0]["bbox"] == []``; on segmentation-only results it stores
+    ``maskUtils.toBbox``'s ndarray there, which that comparison then raises on (numpy < 1.25 said False).
+    Loading the same result dicts again (as COCOeval_opt's test does, once per evaluator) failed."""
+    original_load = module.COCO.loadRes
+
+    @functools.wraps(original_load)
+    def loadRes(self, resFile):
+        for ann in resFile if isinstance(resFile, list) else ():
+            if isinstance(ann, dict) and isinstance(ann.get("bbox"), np.ndarray):
+                ann["bbox"] = ann["bbox"].tolist()  # the result format's [x, y, w, h]; loadRes edits anns anyway
+        return original_load(self, resFile)
+
+    module.COCO.loadRes = loadRes
+
+
 PATCHES = (
     *(ModulePatch(name, _use_numpy_aliases) for name in _MODULES_USING_NUMPY_ALIASES),
     ModulePatch("detectron2.data.transforms.transform", before=_pillow_linear_during_import),
@@ -277,4 +295,5 @@ PATCHES = (
     ModulePatch("detectron2.layers.deform_conv", _deform_conv_on_cpu),
     ModulePatch("detectron2.engine.hooks", _scheduler_state_in_checkpoints),
     ModulePatch("fvcore.transforms.transform", _order_stable_polygon_crop),
+    ModulePatch("pycocotools.coco", _results_reloadable),
 )

@@ -241,3 +241,21 @@ def test_coco_evaluator_fast_equals_official(tmp_path):
     assert set(results[0]) == {"bbox", "segm"}
     assert results[0]["bbox"]["AP50"] > 0
     np.testing.assert_equal(results[0], results[1])
+
+
+def test_segmentation_results_can_be_loaded_twice():
+    """loadRes stores maskUtils.toBbox's ndarray as the "bbox" of segmentation-only results; loading those
+    dicts again raised ValueError on numpy >= 1.25 (Detectron2's test_fast_eval does, once per evaluator)."""
+    gt, dets = _random_coco(0)
+    segm_only = [{k: v for k, v in d.items() if k != "bbox"} for d in dets]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        coco_gt.loadRes(segm_only)
+        boxes = [mask_util.toBbox(d["segmentation"]) for d in segm_only]
+        assert isinstance(segm_only[0]["bbox"], np.ndarray)
+        reloaded = coco_gt.loadRes(segm_only).dataset["annotations"]
+    # the second load reads the stored boxes, as pycocotools did when `ndarray == []` was False
+    assert [a["bbox"] for a in reloaded] == [b.tolist() for b in boxes]
+    assert [a["area"] for a in reloaded] == [b[2] * b[3] for b in boxes]
