@@ -104,8 +104,14 @@ class MaskIoUHead(nn.Module):
 
     def layers(self, features: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
         """(R, C_in, S, S) ROI features, (R, M, M) mask probabilities -> (R, num_classes) IoUs."""
-        # The paper's 2×2 max pool for M = 2S; adaptive so other mask/feature sizes line up too.
-        mask = F.adaptive_max_pool2d(mask_probs[:, None].to(features.dtype), features.shape[-2:])
+        # The paper's 2×2 max pool for M = 2S; adaptive so other mask/feature sizes line up too. Both sizes
+        # are fixed by the poolers: ints, so that a trace (ONNX export) records a plain MaxPool.
+        mask_size, roi_size = int(mask_probs.shape[-1]), int(features.shape[-1])
+        mask = mask_probs[:, None].to(features.dtype)
+        if mask_size % roi_size == 0:  # the same bins as the adaptive pool, exportable to ONNX
+            mask = F.max_pool2d(mask, mask_size // roi_size)
+        else:
+            mask = F.adaptive_max_pool2d(mask, features.shape[-2:])
         x = self.convs(torch.cat([features, mask], dim=1))
         return self.predictor(self.fcs(x.flatten(1)))
 
