@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from detectron2.export import TracingAdapter
+from detectron2.export.torchscript_patch import patch_builtin_len
 from detectron2.modeling.roi_heads import cascade_rcnn
 
 from .outputs import family_outputs, model_family
@@ -71,11 +72,17 @@ def _quiet_tracer():
         yield
 
 
+# seg_d2 modules that split per-image results by len(instances): as Detectron2 does for its own ROI heads
+# (TracingAdapter's patch_builtin_len), len() must return the traced size, not a constant.
+_LEN_PATCHED_MODULES = ("seg_d2.modeling.roi_heads.mask_iou_head",)
+
+
 @contextmanager
 def _tracing_patches():
-    """Replace Python autograd Functions that are the identity at inference (a trace records them as
-    PythonOps, which TorchScript cannot save): the cascade's gradient scaling."""
+    """len() as above, and Python autograd Functions that are the identity at inference replaced (a trace
+    records them as PythonOps, which TorchScript cannot save): the cascade's gradient scaling."""
     with ExitStack() as stack:
+        stack.enter_context(patch_builtin_len(_LEN_PATCHED_MODULES))
         stack.enter_context(mock.patch.object(cascade_rcnn._ScaleGradient, "apply", lambda x, scale: x))
         yield
 

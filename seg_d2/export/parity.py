@@ -9,7 +9,8 @@ names. Tolerances (:data:`TOLERANCES`):
 - masks, semantic labels and the panoptic map: at most ``pixel_fraction`` of the pixels differ (a float
   rounding difference can flip a pixel whose mask probability is within ~1e-6 of the threshold, or whose
   two best classes tie);
-- semantic scores: within ``logit_atol`` (absolute) of the reference's.
+- semantic scores: within ``logit_atol`` (absolute) of the reference's;
+- panoptic segments: the same ids, categories and kinds (thing / stuff), in the same order.
 """
 from typing import Dict
 
@@ -50,15 +51,21 @@ def _pixel_fraction(a, b) -> float:
     return float((a != b).mean()) if a.size else 0.0
 
 
+def _segment_keys(segments) -> list:
+    return [(s["id"], s["category_id"], s["isthing"]) for s in segments]
+
+
 def compare_outputs(exported: Dict[str, object], reference: Dict[str, object]) -> Dict[str, float]:
     """Per output: the largest absolute difference ("boxes", "scores", "mask_ious", "sem_seg"), or the
     fraction of differing values (the rest); ``detections`` is the difference in count (which must be 0
-    before the others mean anything); inf where shapes differ."""
+    before the others mean anything), ``segments`` 1 if the panoptic segment lists differ; inf where
+    shapes differ."""
     report = {}
     if "scores" in reference:
         report["detections"] = float(abs(len(exported["scores"]) - len(reference["scores"])))
     for name, ref in reference.items():
         if name == "segments_info":
+            report["segments"] = float(_segment_keys(exported[name]) != _segment_keys(ref))
             continue
         out = np.asarray(exported[name])
         if out.shape != ref.shape:
@@ -77,7 +84,7 @@ def _limit(name: str, tolerances: dict) -> float:
         return tolerances["score_atol"]
     if name == "sem_seg":
         return tolerances["logit_atol"]
-    if name in ("detections", "classes"):
+    if name in ("detections", "classes", "segments"):
         return 0.0
     return tolerances["pixel_fraction"]
 
