@@ -9,15 +9,25 @@ Registered names, for each split in ``SPLIT_SIZES`` (train, val):
   labels 0 = things, 1..S = stuff (evaluator_type "coco_panoptic_seg");
 - ``seg_d2_shapes_{split}_sem_seg``: semantic labels over all classes (evaluator_type "sem_seg").
 
+Instance masks (the instances form and the instances inside both panoptic forms) are COCO polygons that
+rasterise to exactly the panoptic PNG's pixels (:mod:`seg_d2.data.exact_polygons`), so Detectron2's default
+``INPUT.MASK_FORMAT`` "polygon" and "bitmask" both read them; metadata ``mask_format`` says so.
+
 Registering touches no file: metadata point into the cache dir, and the files are generated on the
 first ``DatasetCatalog.get`` (or :func:`ensure_builtin_data`). The cache dir is
-``$SEG_D2_DATA_DIR/<VERSION>``, else ``~/.cache/seg_d2/datasets/<VERSION>``, read at import.
+``$SEG_D2_DATA_DIR/<VERSION>``, else ``~/.cache/seg_d2/datasets/<VERSION>``, read at import. The generator
+writes ``manifest.json`` (every file and its size) last; each first use checks the folder against it and
+regenerates a partial or stale folder (see :func:`ensure_dataset`).
 """
+import contextlib
+import fcntl
 import functools
+import glob
 import json
+import logging
 import os
 import shutil
-import tempfile
+import uuid
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -27,6 +37,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_sem_seg
 from detectron2.data.datasets.coco_panoptic import merge_to_panoptic
 
+from seg_d2.utils.progress import progress
+
+from .exact_polygons import mask_to_polygons
 from .register import (
     instances_metadata,
     load_coco_instances,
@@ -45,14 +58,21 @@ __all__ = [
     "write_dataset",
     "ensure_dataset",
     "ensure_builtin_data",
+    "dataset_problem",
     "register_shapes",
 ]
 
-# Part of the cache path: bump it whenever the generator's output changes (no stale cache is read).
-VERSION = "shapes-v1"
+logger = logging.getLogger(__name__)
+
+# Part of the cache path and of the manifest: bump it whenever the generator's output changes.
+# v2: instance masks as exact polygons (v1: RLE), manifest.json.
+VERSION = "shapes-v2"
 DEFAULT_SEED = 0
 SPLIT_SIZES = {"train": 200, "val": 50}
 IGNORE_LABEL = 255
+MANIFEST = "manifest.json"
+# What the instance annotations hold: both of Detectron2's INPUT.MASK_FORMAT values read them.
+MASK_FORMAT = "polygon"
 
 
 def default_root():
@@ -103,12 +123,10 @@ def _save_png(array, path):
 
 
 def _segment(segment_map, segment_id):
-    """RLE (compressed, JSON-ready), area and XYWH bbox of one segment, all from pycocotools."""
-    rle = mask_util.encode(np.asfortranarray(segment_map == segment_id, dtype=np.uint8))
-    area = int(mask_util.area(rle))
-    bbox = [int(v) for v in mask_util.toBbox(rle)]
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle, area, bbox
+    """Mask, area and XYWH bbox of one segment (area and box from pycocotools, as COCO tools see them)."""
+    mask = segment_map == segment_id
+    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return mask, int(mask_util.area(rle)), [int(v) for v in mask_util.toBbox(rle)]
 
 
 def _write_split(root, split, seeds):
@@ -117,7 +135,7 @@ def _write_split(root, split, seeds):
         os.makedirs(paths[key])
     os.makedirs(os.path.dirname(paths["json_file"]), exist_ok=True)
     images, instances, panoptic = [], [], []
-    for image_id, seed in enumerate(seeds, start=1):
+    for image_id, seed in enumerate(progress(seeds, f"seg_d2 shapes: {split}", unit="image"), start=1):
         scene = generate_scene(np.random.default_rng(seed))
         file_name = f"{image_id:06d}.png"
         height, width = scene.segment_map.shape
@@ -130,7 +148,7 @@ def _write_split(root, split, seeds):
 
         segments_info = []
         for segment in scene.segments:
-            rle, area, bbox = _segment(scene.segment_map, segment["id"])
+            mask, area, bbox = _segment(scene.segment_map, segment["id"])
             segments_info.append({**segment, "area": area, "bbox": bbox, "iscrowd": 0})
             if CATEGORIES[segment["category_id"] - 1]["isthing"]:
                 instances.append(
@@ -138,7 +156,7 @@ def _write_split(root, split, seeds):
                         "id": len(instances) + 1,
                         "image_id": image_id,
                         "category_id": segment["category_id"],
-                        "segmentation": rle,
+                        "segmentation": mask_to_polygons(mask),
                         "area": area,
                         "bbox": bbox,
                         "iscrowd": 0,
@@ -157,37 +175,107 @@ def _write_split(root, split, seeds):
             json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
 
 
+def _generator(seed, split_sizes):
+    """What a folder's content depends on (recorded in its manifest)."""
+    return {"version": VERSION, "seed": seed, "split_sizes": dict(split_sizes)}
+
+
 def write_dataset(root, seed=DEFAULT_SEED, split_sizes=SPLIT_SIZES):
-    """Generate every split into ``root`` (not atomic: see :func:`ensure_dataset`)."""
+    """Generate every split into ``root``, then the manifest (not atomic: see :func:`ensure_dataset`)."""
     for split_index, (split, size) in enumerate(split_sizes.items()):
         # one independent stream per image: a split's images don't depend on the other split's size
         _write_split(root, split, [[seed, split_index, i] for i in range(size)])
-    with open(os.path.join(root, "info.json"), "w") as f:
-        json.dump({"version": VERSION, "seed": seed, "split_sizes": split_sizes}, f)
+    paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names)
+    sizes = {os.path.relpath(path, root): os.path.getsize(path) for path in paths}
+    with open(os.path.join(root, MANIFEST), "w") as f:
+        json.dump({**_generator(seed, split_sizes), "files": sizes}, f, indent=0)
+
+
+def dataset_problem(root, seed=DEFAULT_SEED, split_sizes=SPLIT_SIZES):
+    """Why ``root`` is not the complete dataset of this generator, seed and split sizes; None if it is."""
+    try:
+        with open(os.path.join(root, MANIFEST)) as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        if not os.path.isdir(root) or not os.listdir(root):
+            return "absent"
+        return f"no {MANIFEST} (a partial or pre-{VERSION} folder)"
+    except (OSError, ValueError) as e:
+        return f"unreadable {MANIFEST} ({e})"
+    wanted = _generator(seed, split_sizes)
+    written = {key: manifest.get(key) for key in wanted}
+    if written != wanted:
+        return f"written for {written}, wanted {wanted}"
+    wrong = []
+    for path, size in manifest["files"].items():
+        try:
+            actual = os.path.getsize(os.path.join(root, path))
+        except OSError:
+            actual = None
+        if actual != size:
+            wrong.append(f"{path} ({'missing' if actual is None else f'{actual} bytes, not {size}'})")
+    if wrong:
+        return f"{len(wrong)} of {len(manifest['files'])} files missing or of another size, e.g. {wrong[:3]}"
+    return None
+
+
+@contextlib.contextmanager
+def _generation_lock(root):
+    """One process at a time (re)generates ``root``: an exclusive lock on a file beside it."""
+    with open(os.path.join(os.path.dirname(root), f".{os.path.basename(root)}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def ensure_dataset(root, seed=DEFAULT_SEED, split_sizes=SPLIT_SIZES):
-    """Generate the dataset at ``root`` unless it exists (non-empty); returns ``root``.
+    """Generate the dataset at ``root`` unless it is complete (:func:`dataset_problem`); returns ``root``.
 
-    Written to a temporary sibling dir then renamed, so ``root`` is either absent or complete:
-    safe against interrupted runs and against concurrent processes (e.g. DDP workers) generating
-    at once (the first rename wins, the others discard their copy).
+    A partial or stale folder (files deleted or truncated, another seed or generator version) is
+    regenerated, with a warning saying what was wrong. Generation writes a temporary sibling folder,
+    then swaps it in with renames, under a lock: ``root`` is never half-written (an interrupted run
+    leaves the old folder or none), and processes starting together (e.g. DDP workers) generate it once.
     """
-    if os.path.isdir(root) and os.listdir(root):
+    root = os.path.abspath(root)
+    if dataset_problem(root, seed, split_sizes) is None:
         return root
-    # an absent or empty root: an empty directory is replaced by the rename below (POSIX)
-    parent = os.path.dirname(os.path.abspath(root))
+    parent = os.path.dirname(root)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.tmp-", dir=parent)
-    try:
-        write_dataset(tmp, seed, split_sizes)
-        os.rename(tmp, root)
-    except OSError:
-        if not os.path.isdir(root):  # a real failure, not another process winning the race
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename
+    with _generation_lock(root):
+        problem = dataset_problem(root, seed, split_sizes)  # another process may have just written it
+        if problem is None:
+            return root
+        if problem != "absent":
+            logger.warning(f"Built-in data at {root}: {problem}. Regenerating it.")
+        logger.info(f"Generating the built-in shapes data {_generator(seed, split_sizes)} into {root}")
+        for leftover in glob.glob(os.path.join(parent, f".{os.path.basename(root)}.*-*")):
+            shutil.rmtree(leftover, ignore_errors=True)  # from a run killed mid-way (we hold the lock)
+        tmp = _new_sibling(root, "tmp")
+        try:
+            write_dataset(tmp, seed, split_sizes)
+            _swap_in(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful swap
     return root
+
+
+def _new_sibling(root, kind):
+    """A new empty hidden folder beside ``root`` (mode from the umask, like any folder the user makes)."""
+    path = os.path.join(os.path.dirname(root), f".{os.path.basename(root)}.{kind}-{uuid.uuid4().hex}")
+    os.mkdir(path)
+    return path
+
+
+def _swap_in(new, root):
+    """Replace ``root`` (absent, empty or stale) by the folder ``new``: two renames."""
+    stale = _new_sibling(root, "stale") if os.path.exists(root) else None
+    if stale:
+        os.rename(root, os.path.join(stale, "old"))
+    os.rename(new, root)
+    if stale:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- registration
@@ -217,7 +305,7 @@ def _register(name, prepare, loader, loader_args, metadata):
 
 def register_shapes(name="seg_d2_shapes", root=None, seed=DEFAULT_SEED, split_sizes=SPLIT_SIZES):
     """Register the four forms of every split of a shapes dataset generated lazily at ``root``."""
-    root = default_root() if root is None else root
+    root = os.path.abspath(default_root() if root is None else root)
     prepare = functools.partial(ensure_dataset, root, seed, split_sizes)
     things = [c for c in CATEGORIES if c["isthing"]]
     for split in split_sizes:
@@ -229,6 +317,7 @@ def register_shapes(name="seg_d2_shapes", root=None, seed=DEFAULT_SEED, split_si
             "panoptic_json": p["panoptic_json"],
             "panoptic_root": p["panoptic_root"],
             "evaluator_type": "coco_panoptic_seg",
+            "mask_format": MASK_FORMAT,
         }
 
         meta = instances_metadata(things)
@@ -238,7 +327,7 @@ def register_shapes(name="seg_d2_shapes", root=None, seed=DEFAULT_SEED, split_si
             load_coco_instances,
             (p["json_file"], p["image_root"], meta["thing_dataset_id_to_contiguous_id"]),
             {**meta, "image_root": p["image_root"], "json_file": p["json_file"],
-             "evaluator_type": "coco"},
+             "evaluator_type": "coco", "mask_format": MASK_FORMAT},
         )
 
         meta = panoptic_standard_metadata(CATEGORIES)
@@ -275,6 +364,6 @@ _BUILTIN_ROOT = register_shapes()
 
 
 def ensure_builtin_data():
-    """Generate the built-in datasets' files if absent (e.g. before an evaluator reads the JSONs
-    directly); returns the cache dir that their metadata point into."""
+    """Generate the built-in datasets' files if absent, partial or stale (e.g. before an evaluator reads
+    the JSONs directly); returns the cache dir that their metadata point into."""
     return ensure_dataset(_BUILTIN_ROOT)
