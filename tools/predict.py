@@ -1,24 +1,39 @@
 #!/usr/bin/env python
-"""Run a trained seg_d2 model on images; write overlay PNGs and print the instances.
+"""Run a seg_d2 model (instance, semantic or panoptic) on images of any size; write overlays and outputs.
 
-  predict.py --config-file cfg.yaml --input a.png b.png --output out/ MODEL.WEIGHTS model_final.pth
-  predict.py ... --points "120,85,1;140,90,0"     # SAM-style point prompt: x,y,label (1 = on the object)
+  predict.py --config-file cfg.yaml --input a.png photos/ "scans/*.tif" --output out/ --opts MODEL.WEIGHTS m.pth
+  predict.py ... --score-thresh 0.3           # instances below 0.3 are neither drawn nor written
+  predict.py ... --tile 512 --tile-overlap 0.25   # sliding windows (large images are tiled automatically)
+  predict.py ... --gt instances_val.json      # the JSONs use the image ids of that COCO file
+  predict.py ... --points "120,85,1;140,90,0" # point prompt: x,y,label (1 = on the object)
 
-Without --points every predicted instance is drawn; with --points only the instances that answer the
-prompt (seg_d2.prompting.select_instances), best first, plus the points (green positive, red negative).
+Writes into --output: <name>.png (overlay) for every image, and by model type sem_seg/<name>.png (label
+PNG), panoptic/<name>.png + panoptic.json (COCO panoptic), instances_results.json (COCO results, RLE);
+``tools/evaluate.py`` scores them. Config overrides go after --opts (KEY VALUE ...), never among the
+inputs. A bad input is reported and skipped; the summary at the end lists them and the exit code is 1.
 """
 import argparse
+import json
+import logging
 import os
 import sys
 
-import seg_d2  # noqa: F401  (before detectron2)
-from detectron2.data import MetadataCatalog
-from detectron2.data.detection_utils import read_image
-from detectron2.engine import DefaultPredictor
-from detectron2.utils.visualizer import Visualizer
+import numpy as np
 
+import seg_d2  # noqa: F401  (before detectron2)
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.logger import setup_logger
+
+from seg_d2.data.image_io import Normalization, read_image
 from seg_d2.engine.trainer import setup_cfg
+from seg_d2.inference import SlidingWindowPredictor
+from seg_d2.inference.outputs import PredictionWriter, prediction_metadata
+from seg_d2.inference.overlay import draw_prediction, draw_prompt, to_display_rgb
 from seg_d2.prompting import NoMatchingInstance, select_instances
+from seg_d2.utils.inputs import expand_inputs, looks_like_config_key
+from seg_d2.utils.progress import progress
+
+_MAX_LISTED = 20  # instances printed per image
 
 
 def parse_points(text):
@@ -38,75 +53,169 @@ def parse_points(text):
     return coords, labels
 
 
-def parse_args(argv=None):
+def _parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True)
-    p.add_argument("--input", nargs="+", required=True, help="image file(s)")
-    p.add_argument("--output", required=True, help="directory for the overlay PNGs")
+    p.add_argument("--input", nargs="+", required=True, help="image files, folders and glob patterns")
+    p.add_argument("--output", required=True, help="folder for the overlays, label PNGs and JSON files")
+    p.add_argument("--score-thresh", type=float, default=0.5,
+                   help="drop instances scoring below this (ROI heads, RetinaNet, panoptic fusion); default 0.5")
+    p.add_argument("--tile", type=int, help="tile side in pixels for sliding-window inference of every image; "
+                   "0: never tile (default: SEG_D2.INFERENCE, which tiles images above TILE_ABOVE_PIXELS)")
+    p.add_argument("--tile-overlap", type=float, help="fraction of the tile side neighbours share (default 0.25)")
+    p.add_argument("--gt", help="COCO JSON of these images: written JSONs use its image ids (matched by file name)")
+    p.add_argument("--overlay-max-side", type=int, default=1600, help="overlays larger than this are drawn "
+                   "downscaled (0: full size)")
+    p.add_argument("--max-drawn", type=int, default=300, help="instances drawn per overlay at most (best first)")
     p.add_argument("--points", type=parse_points, help='point prompt "x,y,label;..." (label 1 on, 0 off the object)')
     p.add_argument("--max-candidates", type=int, default=3, help="with --points: masks drawn at most")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, e.g. MODEL.WEIGHTS model.pth")
-    return p.parse_args(argv)
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                   help="config overrides, e.g. --opts MODEL.WEIGHTS model.pth (must come last)")
+    return p
 
 
-def _metadata(cfg):
-    return MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
+def parse_args(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    overrides = [item for item in args.input if looks_like_config_key(item)]
+    if overrides:
+        parser.error(f"--input {overrides[0]} looks like a config override, not an image: put overrides after "
+                     f"--opts, e.g. --opts {overrides[0]} VALUE (nothing was predicted)")
+    if len(args.opts) % 2:
+        parser.error(f"--opts takes KEY VALUE pairs, got {len(args.opts)} items: {args.opts}")
+    return args
 
 
-def _describe(instances, metadata):
-    names = metadata.get("thing_classes", None)
-    lines = []
-    for i in range(len(instances)):
-        cls = int(instances.pred_classes[i]) if instances.has("pred_classes") else -1
-        name = names[cls] if names and 0 <= cls < len(names) else str(cls)
-        box = [round(v, 1) for v in instances.pred_boxes.tensor[i].tolist()] if instances.has("pred_boxes") else []
-        lines.append(f"  {name} score={float(instances.scores[i]):.3f} box={box}")
+def _config_overrides(args):
+    """The command-line flags as config overrides, before --opts (which win)."""
+    t = str(args.score_thresh)
+    opts = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", t, "MODEL.RETINANET.SCORE_THRESH_TEST", t,
+            "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", t]
+    if args.tile is not None:
+        opts += ["SEG_D2.INFERENCE.TILE_ABOVE_PIXELS", "-1"] if args.tile == 0 else \
+            ["SEG_D2.INFERENCE.TILE_SIZE", str(args.tile), "SEG_D2.INFERENCE.TILE_ABOVE_PIXELS", "0"]
+    if args.tile_overlap is not None:
+        opts += ["SEG_D2.INFERENCE.TILE_OVERLAP", str(args.tile_overlap)]
+    return opts + list(args.opts)
+
+
+def _image_ids(gt_json):
+    """{file name: image id} of a COCO (instances or panoptic) JSON's images."""
+    with open(gt_json) as f:
+        images = json.load(f)["images"]
+    return {os.path.basename(image["file_name"]): image["id"] for image in images}
+
+
+def _output_name(path, used):
+    """The file's stem, made unique among this run's outputs (two folders may hold a.png)."""
+    stem = base = os.path.splitext(os.path.basename(path))[0]
+    k = 1
+    while stem in used:
+        stem, k = f"{base}_{k}", k + 1
+    used.add(stem)
+    return stem
+
+
+def _describe(path, prediction, metadata):
+    lines = [f"{path}: {prediction.height}x{prediction.width}" +
+             (f" in {prediction.num_tiles} tiles" if prediction.num_tiles > 1 else "")]
+    if prediction.panoptic_seg is not None:
+        things = sum(s["isthing"] for s in prediction.segments_info)
+        lines.append(f"  {len(prediction.segments_info)} panoptic segments ({things} things)")
+    elif prediction.sem_seg is not None:
+        counts = sorted(((c, int(n)) for c, n in enumerate(np.bincount(prediction.sem_seg.ravel())) if n),
+                        key=lambda x: -x[1])
+        names = metadata.stuff_classes
+        shares = ", ".join(f"{names[c] if c < len(names) else c} {100 * n / prediction.sem_seg.size:.1f}%"
+                           for c, n in counts[:8])
+        lines.append(f"  semantic: {shares}")
+    instances = prediction.instances
+    if instances is not None:
+        lines[0] += f": {len(instances)} instances"
+        names = metadata.thing_classes
+        for i in range(min(len(instances), _MAX_LISTED)):
+            cls = int(instances.classes[i])
+            name = names[cls] if 0 <= cls < len(names) else str(cls)
+            box = [round(float(v), 1) for v in instances.boxes[i]]
+            lines.append(f"  {name} score={instances.scores[i]:.3f} box={box}")
+        if len(instances) > _MAX_LISTED:
+            lines.append(f"  ... and {len(instances) - _MAX_LISTED} more")
     return lines
 
 
-def _draw_prompt(vis, candidates, points):
-    for rank, (mask, score) in enumerate(candidates):
-        # The best candidate stands out; the alternatives stay faint.
-        vis.draw_binary_mask(mask, color="lime" if rank == 0 else "yellow", text=f"#{rank + 1} {score:.2f}",
-                             alpha=0.5 if rank == 0 else 0.25)
-    for (x, y), label in zip(*points):
-        vis.draw_circle((x, y), color="green" if label else "red", radius=4)
-    return vis.get_output()
+def _prompt_overlay(rgb, prediction, args, metadata, lines):
+    """Overlay of the instances answering --points (seg_d2.prompting.select_instances)."""
+    if prediction.instances is None:
+        raise ValueError("--points needs an instance or panoptic model")
+    positives = [p for p, label in zip(*args.points) if label]
+    # Only instances holding a positive point can answer (alone or in a union): keep those, dense.
+    holds = np.zeros(len(prediction.instances), dtype=bool)
+    for x, y in positives:
+        holds |= prediction.instances.contains(int(np.floor(x)), int(np.floor(y)))
+    dense = prediction.instances.select(np.flatnonzero(holds)).to_instances(prediction.height, prediction.width)
+    try:
+        candidates = select_instances(dense, *args.points, max_candidates=args.max_candidates)
+    except NoMatchingInstance as e:
+        candidates = []
+        lines.append(f"  prompt: {e}")
+    lines += [f"  prompt candidate #{r + 1}: score={s:.3f} area={int(m.sum())}" for r, (m, s) in enumerate(candidates)]
+    return draw_prompt(rgb, candidates, args.points, metadata, args.overlay_max_side)
 
 
-def predict_image(predictor, cfg, path, args):
-    """Predict one image, write its overlay PNG; return the printed lines."""
-    image = read_image(path, format=cfg.INPUT.FORMAT)
-    instances = predictor(image)["instances"].to("cpu")
-    rgb = image[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else image
-    metadata = _metadata(cfg)
-    vis = Visualizer(rgb, metadata)
-    lines = [f"{path}: {len(instances)} instances"] + _describe(instances, metadata)
+def predict_image(predictor, cfg, path, name, args, writer, image_id):
+    """Predict one image, write its overlay and outputs; return the lines to print."""
+    image = read_image(path, format=cfg.INPUT.FORMAT, normalize=Normalization.from_config(cfg),
+                       bands=tuple(cfg.INPUT.BANDS) or None)
+    prediction = predictor(image)
+    rgb = to_display_rgb(image, cfg.INPUT.FORMAT)
+    del image
+    writer.add(prediction, name, os.path.basename(path), image_id)
+    lines = _describe(path, prediction, writer.metadata)
     if args.points is None:
-        out = vis.draw_instance_predictions(instances)
+        overlay = draw_prediction(rgb, prediction, writer.metadata, args.overlay_max_side, args.max_drawn)
     else:
-        try:
-            candidates = select_instances(instances, *args.points, max_candidates=args.max_candidates)
-        except NoMatchingInstance as e:
-            candidates = []
-            lines.append(f"  prompt: {e}")
-        lines += [f"  prompt candidate #{r + 1}: score={s:.3f} area={int(m.sum())}" for r, (m, s) in
-                  enumerate(candidates)]
-        out = _draw_prompt(vis, candidates, args.points)
-    os.makedirs(args.output, exist_ok=True)
-    out.save(os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png"))
+        overlay = _prompt_overlay(rgb, prediction, args, writer.metadata, lines)
+    overlay.save(os.path.join(args.output, name + ".png"))
+    return lines
+
+
+def _summary(done, failures, output):
+    lines = [f"predicted {done} of {done + len(failures)} inputs into {output}"]
+    if failures:
+        lines[0] += f"; {len(failures)} failed:"
+        lines += [f"  {item}: {reason}" for item, reason in failures]
     return lines
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = setup_cfg(args.config_file, args.opts)
-    predictor = DefaultPredictor(cfg)
-    for path in args.input:
-        if not os.path.isfile(path):
-            sys.exit(f"--input {path}: no such file")
-        print("\n".join(predict_image(predictor, cfg, path, args)))
+    setup_logger(name="seg_d2")
+    cfg = setup_cfg(args.config_file, _config_overrides(args))
+    paths, failures = expand_inputs(args.input)
+    image_ids = _image_ids(args.gt) if args.gt else None
+    done = 0
+    if paths:
+        predictor = SlidingWindowPredictor(cfg, predictor=DefaultPredictor(cfg))
+        writer = PredictionWriter(args.output, prediction_metadata(cfg))
+        used = set()
+        for index, path in enumerate(progress(paths, desc="predicting", unit="image")):
+            image_id = index + 1 if image_ids is None else image_ids.get(os.path.basename(path))
+            if image_id is None:
+                failures.append((path, f"not among the images of --gt {args.gt}"))
+                continue
+            try:
+                lines = predict_image(predictor, cfg, path, _output_name(path, used), args, writer, image_id)
+                print("\n".join(lines), flush=True)
+                done += 1
+            except Exception as e:  # one bad image must not stop the batch; the summary names it
+                logging.getLogger("seg_d2.predict").debug("failed", exc_info=True)
+                failures.append((path, f"{type(e).__name__}: {e}"))
+                print(f"{path}: FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        for written in writer.close():
+            print(f"wrote {written}")
+    print("\n".join(_summary(done, failures, args.output)))
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Overlay pictures of a :class:`Prediction`, drawn with Detectron2's Visualizer.
+
+Large images are drawn at most ``max_side`` pixels a side. Instances are drawn as polygons traced on
+their cropped masks (the Visualizer's own instance path makes one full-size mask per instance), the
+``max_drawn`` best-scoring ones; semantic and stuff regions go through ``draw_sem_seg`` as in Detectron2.
+"""
+import cv2
+import numpy as np
+
+from detectron2.utils.visualizer import GenericMask, Visualizer
+
+__all__ = ["draw_prediction", "draw_prompt", "to_display_rgb"]
+
+
+def to_display_rgb(image, input_format):
+    """uint8 RGB for drawing from a model input (uint8, or float 0..255 from seg_d2's reader) in BGR/RGB."""
+    rgb = image[:, :, ::-1] if input_format == "BGR" else image
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb)
+
+
+def _scale(height, width, max_side):
+    return min(1.0, max_side / max(height, width)) if max_side > 0 else 1.0
+
+
+def _resize_image(rgb, scale):
+    if scale == 1.0:
+        return rgb
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _sample(labels, shape):
+    """Nearest-neighbour resampling of an (H, W) integer map to ``shape``, any dtype."""
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0], labels.shape[0] - 1).astype(int)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1], labels.shape[1] - 1).astype(int)
+    return labels[np.ix_(rows, cols)]
+
+
+def _polygons(x0, y0, crop, scale):
+    """The crop's outlines as Visualizer polygons ([x, y, ...]) in the picture's coordinates."""
+    if crop.size == 0:
+        return []
+    # one pixel of padding: outlines on the crop's edge close, and GenericMask never sees a width of 2
+    # (which it takes for a list of points)
+    padded = np.pad(crop.astype(np.uint8), 1)
+    outlines = GenericMask(padded, *padded.shape).polygons
+    return [((p.reshape(-1, 2) + (x0 - 1, y0 - 1)) * scale).ravel() for p in outlines]
+
+
+def _label(names, category, score):
+    name = names[category] if names and 0 <= category < len(names) else str(category)
+    return name if score is None else f"{name} {score * 100:.0f}%"
+
+
+def _draw_things(vis, items, names, scale):
+    """items: (box XYXY, (x0, y0, crop), category, score); drawn with boxes, as Detectron2 draws instances."""
+    if not items:
+        return
+    boxes = np.array([box for box, _, _, _ in items], dtype=np.float64).reshape(-1, 4) * scale
+    masks = [_polygons(*mask, scale) for _, mask, _, _ in items]
+    labels = [_label(names, category, score) for _, _, category, score in items]
+    vis.overlay_instances(boxes=boxes, labels=labels, masks=masks, alpha=0.5)
+
+
+def _instance_items(instances, max_drawn):
+    best = np.argsort(-instances.scores, kind="stable")[:max_drawn]
+    return [(instances.boxes[i], instances.masks[i], int(instances.classes[i]), float(instances.scores[i]))
+            for i in best]
+
+
+def _segment_items(prediction, max_drawn):
+    """Things of a panoptic prediction: the pixels each segment kept, on its instance's crop."""
+    items = []
+    things = sorted((s for s in prediction.segments_info if s["isthing"]), key=lambda s: -s["score"])
+    for segment in things[:max_drawn]:
+        x0, y0, crop = prediction.instances.masks[segment["instance_id"]]
+        own = prediction.panoptic_seg[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] == segment["id"]
+        items.append((prediction.instances.boxes[segment["instance_id"]], (x0, y0, own), segment["category_id"],
+                      segment["score"]))
+    return items
+
+
+def _stuff_labels(prediction, shape):
+    """The stuff category of each pixel at ``shape`` (things and unassigned pixels: 65535, not drawn)."""
+    lookup = np.full(len(prediction.segments_info) + 1, 65535, dtype=np.int64)
+    for segment in prediction.segments_info:
+        if not segment["isthing"]:
+            lookup[segment["id"]] = segment["category_id"]
+    return lookup[_sample(prediction.panoptic_seg, shape)]
+
+
+def draw_prediction(rgb, prediction, metadata, max_side=1600, max_drawn=300):
+    """The overlay (a Detectron2 ``VisImage``) of ``prediction`` on the uint8 RGB image ``rgb``."""
+    scale = _scale(prediction.height, prediction.width, max_side)
+    vis = Visualizer(_resize_image(rgb, scale), metadata)
+    shape = vis.img.shape[:2]
+    names = metadata.get("thing_classes", None)
+    if prediction.panoptic_seg is not None:
+        vis.draw_sem_seg(_stuff_labels(prediction, shape), alpha=0.5)
+        _draw_things(vis, _segment_items(prediction, max_drawn), names, scale)
+    elif prediction.sem_seg is not None:
+        vis.draw_sem_seg(_sample(prediction.sem_seg, shape), alpha=0.5)
+    elif prediction.instances is not None:
+        _draw_things(vis, _instance_items(prediction.instances, max_drawn), names, scale)
+    return vis.get_output()
+
+
+def draw_prompt(rgb, candidates, points, metadata, max_side=1600):
+    """Point-prompt answers: (mask, score) candidates (the best in lime, alternatives faint yellow) and the
+    points (green positive, red negative)."""
+    scale = _scale(rgb.shape[0], rgb.shape[1], max_side)
+    vis = Visualizer(_resize_image(rgb, scale), metadata)
+    shape = vis.img.shape[:2]
+    for rank, (mask, score) in enumerate(candidates):
+        vis.draw_binary_mask(_sample(mask.astype(np.uint8), shape), color="lime" if rank == 0 else "yellow",
+                             text=f"#{rank + 1} {score:.2f}", alpha=0.5 if rank == 0 else 0.25)
+    for (x, y), label in zip(*points):
+        vis.draw_circle((x * scale, y * scale), color="green" if label else "red", radius=4)
+    return vis.get_output()
