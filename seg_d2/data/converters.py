@@ -2,10 +2,10 @@
 
 Lossless where the target format can hold the source:
 
-- instance rasters -> COCO RLE: exact. -> COCO polygons: exact for masks without holes; a hole is
-  filled (a COCO polygon list is a union, it has no holes) and the filled pixels are reported. Polygons
-  follow pixel edges (corners at integer coordinates), which pycocotools rasterises back to the same
-  pixels (a polygon through pixel centres would lose half of every border pixel);
+- instance rasters -> COCO RLE: exact. -> COCO polygons: exact, holes included
+  (:mod:`seg_d2.data.exact_polygons`: outlines along pixel borders, holes joined by cancelling bridges),
+  for pycocotools and Detectron2's rasterisers; Detectron2's crop augmentation keeps only the outer
+  outline of a polygon with a hole, so train such data with RLE (the default here) when it has holes;
 - COCO -> semantic label PNGs: each class's pixels exact where instances do not overlap (instance identity
   is not kept; where they overlap the smaller instance is painted on top, counted in the report);
 - COCO instances + stuff -> COCO panoptic: exact where segments do not overlap (same rule as above);
@@ -13,7 +13,7 @@ Lossless where the target format can hold the source:
   no area and are reported, not converted;
 - YOLO-seg <-> COCO: polygons exact (coordinates written with full float precision); an instance of
   several polygons becomes several YOLO lines (YOLO has one polygon per object), RLE masks become
-  polygons as above;
+  exact polygons as above;
 - flat polygons -> nested: exact.
 """
 import json
@@ -27,6 +27,7 @@ import pycocotools.mask as mask_util
 import scipy.ndimage as ndi
 from PIL import Image
 
+from .exact_polygons import mask_to_polygons
 from .image_io import image_size, read_label_map
 
 __all__ = [
@@ -38,13 +39,14 @@ __all__ = [
     "ids_to_rgb",
     "instance_rasters_to_coco",
     "labelme_to_coco",
-    "mask_to_polygons",
     "mask_to_rle",
     "nest_flat_polygons",
     "pair_by_stem",
     "read_json",
     "rgb_to_ids",
     "segmentation_to_mask",
+    "segmentation_to_rle",
+    "shift_polygons",
     "yolo_to_coco",
 ]
 
@@ -138,46 +140,27 @@ def _rle_of_crop(crop, top, left, height, width):
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
-def mask_to_polygons(mask, offset=(0, 0)):
-    """COCO polygons ([[x, y, ...], ...]) of a boolean mask along its pixel edges, shifted by ``offset``
-    (x, y); returns (polygons, pixels of holes that the polygons fill)."""
-    # Contours of the mask doubled in size run through the centres of its border half-pixels; moving odd
-    # coordinates up by one puts every point on a pixel corner (2x -> x, 2x + 1 -> x + 1).
-    doubled = np.kron(np.asarray(mask, np.uint8), np.ones((2, 2), np.uint8))
-    contours, _ = cv2.findContours(doubled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    polygons = []
-    for contour in contours:
-        points = contour.reshape(-1, 2)
-        points = (points + points % 2) // 2
-        points = points[np.any(points != np.roll(points, 1, axis=0), axis=1)]
-        points = _drop_collinear(points)
-        if len(points) >= 3:
-            polygons.append((points + np.asarray(offset)).astype(float).ravel().tolist())
-    holes = int(ndi.binary_fill_holes(mask).sum() - np.count_nonzero(mask))
-    return polygons, holes
+def shift_polygons(polygons, dx, dy):
+    """COCO polygons moved by (dx, dy) pixels."""
+    return [(np.asarray(p, float).reshape(-1, 2) + (dx, dy)).ravel().tolist() for p in polygons]
 
 
-def _drop_collinear(points):
-    """Vertices where the outline turns (a pixel-edge outline has many in straight runs)."""
-    if len(points) < 3:
-        return points
-    before, after = np.roll(points, 1, axis=0), np.roll(points, -1, axis=0)
-    cross = (points - before)[:, 0] * (after - points)[:, 1] - (points - before)[:, 1] * (after - points)[:, 0]
-    return points[cross != 0]
+def segmentation_to_rle(segmentation, height, width):
+    """Compressed RLE of a COCO segmentation: polygons, compressed (str or bytes) or uncompressed RLE."""
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return mask_util.encode(np.zeros((height, width), np.uint8, order="F"))
+        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation["counts"], list):
+        return mask_util.frPyObjects(segmentation, height, width)
+    if isinstance(segmentation["counts"], str):
+        return dict(segmentation, counts=segmentation["counts"].encode("ascii"))
+    return segmentation
 
 
 def segmentation_to_mask(segmentation, height, width):
-    """Boolean (H, W) mask of a COCO segmentation: polygons, compressed or uncompressed RLE."""
-    if isinstance(segmentation, list):
-        if not segmentation:
-            return np.zeros((height, width), bool)
-        rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation["counts"], list):
-        rle = mask_util.frPyObjects(segmentation, height, width)
-    else:
-        rle = dict(segmentation, counts=segmentation["counts"].encode("ascii")) if isinstance(
-            segmentation["counts"], str) else segmentation
-    return mask_util.decode(rle).astype(bool)
+    """Boolean (H, W) mask of a COCO segmentation (see :func:`segmentation_to_rle`)."""
+    return mask_util.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
 
 
 def _bbox(rle):
@@ -194,24 +177,19 @@ def _annotation(ann_id, image_id, category_id, segmentation, rle_for_area):
 # ---------------------------------------------------------------- instance rasters -> COCO
 def raster_instances(labels, polygons=False):
     """[(instance id, segmentation, compressed RLE)] of an instance raster (0 = background; every id is
-    one instance, however small or in however many parts); with ``polygons`` the segmentation is
-    pixel-edge polygons and the filled hole pixels are logged."""
+    one instance, however small or in however many parts); RLE segmentations, or exact polygons."""
     height, width = labels.shape
     if labels.size and labels.min() < 0:
         raise ValueError(f"negative instance ids ({labels.min()}); 0 is background, instances are > 0")
-    out, holes = [], 0
+    out = []
     for index, box in enumerate(ndi.find_objects(labels), start=1):
         if box is None:
             continue
         crop = labels[box] == index
         rle = _rle_of_crop(crop, box[0].start, box[1].start, height, width)
-        segmentation = rle
-        if polygons:  # area and box of what the polygons cover (holes filled)
-            segmentation, filled = mask_to_polygons(crop, offset=(box[1].start, box[0].start))
-            holes += filled
-            rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width)) if filled else rle
+        segmentation = shift_polygons(mask_to_polygons(crop), box[1].start, box[0].start) if polygons else rle
         out.append((index, segmentation, rle))
-    return out, holes
+    return out
 
 
 def instance_rasters_to_coco(image_folder, raster_folder, category="object", polygons=False, progress=None):
@@ -220,7 +198,7 @@ def instance_rasters_to_coco(image_folder, raster_folder, category="object", pol
     ``file_name`` is relative to ``image_folder``; one category (id 1) named ``category``. ``progress``:
     optional wrapper of the pair iterator (a progress bar)."""
     pairs = pair_by_stem(image_folder, raster_folder, "instance raster", (".png", ".tif", ".tiff", ".npy"))
-    images, annotations, holes = [], [], 0
+    images, annotations = [], []
     for image_id, (_, image_path, raster_path) in enumerate(progress(pairs) if progress else pairs, start=1):
         height, width = image_size(image_path)
         labels = read_label_map(raster_path)
@@ -229,13 +207,8 @@ def instance_rasters_to_coco(image_folder, raster_folder, category="object", pol
                              f"{image_path} is {width}x{height}")
         images.append({"id": image_id, "file_name": os.path.relpath(image_path, image_folder),
                        "height": height, "width": width})
-        instances, filled = raster_instances(labels, polygons)
-        holes += filled
-        for _, segmentation, rle in instances:
+        for _, segmentation, rle in raster_instances(labels, polygons):
             annotations.append(_annotation(len(annotations) + 1, image_id, 1, segmentation, rle))
-    if holes:
-        logger.warning(f"{raster_folder}: polygons fill {holes} hole pixel(s) (COCO polygons have no holes; "
-                       "use RLE to keep them)")
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": category}]}
 
 
@@ -311,8 +284,8 @@ def rgb_to_ids(rgb):
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
-def _merge_categories(instances, stuff, background_stuff):
-    things = [dict(c, isthing=1) for c in instances["categories"]]
+def _merge_categories(instances, stuff, background_stuff, drop):
+    things = [dict(c, isthing=1) for c in instances["categories"] if c["name"] not in drop]
     stuffs = [dict(c, isthing=0) for c in (stuff["categories"] if stuff else [])]
     clash = {c["id"] for c in things} & {c["id"] for c in stuffs}
     if clash:
@@ -323,19 +296,21 @@ def _merge_categories(instances, stuff, background_stuff):
     return sorted(categories, key=lambda c: c["id"])
 
 
-def coco_to_panoptic(instances, out_png_folder, stuff=None, background_stuff=None):
+def coco_to_panoptic(instances, out_png_folder, stuff=None, background_stuff=None, drop=()):
     """COCO panoptic JSON (returned) and PNGs (written) of COCO instances plus, optionally, stuff
     annotations in COCO form (same image ids) and/or one stuff class ``background_stuff`` for the pixels
     left unlabelled (else they are void, id 0). Things are painted over stuff, smaller over larger.
-    A segment painted over entirely is reported and left out."""
-    categories = _merge_categories(instances, stuff, background_stuff)
+    A segment painted over entirely is reported and left out. Thing categories named in ``drop`` are
+    left out with their annotations."""
+    categories = _merge_categories(instances, stuff, background_stuff, set(drop))
+    kept = {c["id"] for c in categories}
     background_id = max(c["id"] for c in categories) if background_stuff else None
     things, stuffs = _annotations_by_image(instances), _annotations_by_image(stuff) if stuff else {}
     annotations, overlapped, hidden = [], 0, []
     for image in instances["images"]:
         height, width = image["height"], image["width"]
         ids = np.zeros((height, width), np.int32)
-        anns = stuffs.get(image["id"], []) + things[image["id"]]
+        anns = stuffs.get(image["id"], []) + [a for a in things[image["id"]] if a["category_id"] in kept]
         masks = [segmentation_to_mask(a["segmentation"], height, width) for a in anns]
         stuff_count = len(stuffs.get(image["id"], []))
         _paint(ids, [(m, k + 1) for k, m in enumerate(masks[:stuff_count])])
@@ -469,15 +444,14 @@ def coco_to_yolo(coco, out_folder):
     classes are the categories in id order (index = YOLO class). Returns the class names."""
     categories = sorted(coco["categories"], key=lambda c: c["id"])
     index = {c["id"]: k for k, c in enumerate(categories)}
-    by_image, split, holes = _annotations_by_image(coco), 0, 0
+    by_image, split = _annotations_by_image(coco), 0
     for image in coco["images"]:
         height, width = image["height"], image["width"]
         lines = []
         for ann in by_image[image["id"]]:
             polygons = ann["segmentation"]
             if isinstance(polygons, dict):
-                polygons, filled = mask_to_polygons(segmentation_to_mask(polygons, height, width))
-                holes += filled
+                polygons = mask_to_polygons(segmentation_to_mask(polygons, height, width))
             split += len(polygons) > 1
             for polygon in polygons:
                 xy = (np.asarray(polygon, float).reshape(-1, 2) / (width, height)).ravel()
@@ -490,8 +464,6 @@ def coco_to_yolo(coco, out_folder):
         f.write("".join(c["name"] + "\n" for c in categories))
     if split:
         logger.warning(f"{split} instance(s) of several polygons became one YOLO line per polygon")
-    if holes:
-        logger.warning(f"{holes} hole pixel(s) of RLE masks filled by their polygons (YOLO polygons have no holes)")
     return [c["name"] for c in categories]
 
 

@@ -1,8 +1,9 @@
 """Register COCO-format datasets by path, with eager validation and clear errors.
 
 Detectron2's loaders run lazily and fail obscurely (a KeyError deep in a data-loader worker) on a
-duplicate id or a missing file; here the JSON is checked when the dataset is registered and every
-error names the file and the offending id.
+duplicate id, a flat polygon list or a missing file; here the JSON and the images are checked when the
+dataset is registered, every error names the file and the offending id, and degenerate boxes (which
+Detectron2 silently drops in training) are counted in a warning.
 
 Also home to the metadata builders and loaders that :mod:`seg_d2.data.builtin` shares.
 """
@@ -10,10 +11,25 @@ import json
 import logging
 import os
 
+import numpy as np
+import pycocotools.mask as mask_util
+from PIL import Image
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
 
+from ..utils.progress import progress
+from .coco_checks import check_bbox, check_category_names, check_segmentation
+from .converters import few, mask_to_rle, read_json, rgb_to_ids
+from .derived import cached_file, source_stamp, write_json_cached
+from .image_io import ImageReadError, image_size, read_bands
+
 __all__ = [
+    "CHECK_IMAGES",
+    "IGNORE_LABEL",
+    "box_defect",
+    "check_image_files",
+    "checked_image_size",
     "register_coco_instances_dataset",
     "register_coco_panoptic_dataset",
     "instances_metadata",
@@ -26,6 +42,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+IGNORE_LABEL = 255  # semantic label of void pixels, as in Detectron2's COCO panoptic and ADE20k sets
 # Detectron2's colour for the single "things" class of the separated semantic task.
 _SEPARATED_THINGS_COLOR = [82, 18, 128]
 
@@ -143,23 +160,7 @@ def load_coco_panoptic(panoptic_json, image_root, panoptic_root, metadata):
 
 
 # ---------------------------------------------------------------- validation
-def _read_json(path, keys):
-    """The parsed JSON object at ``path``, which must hold a list under each of ``keys``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Annotation file not found: {path}")
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            where = f"line {e.lineno}, column {e.colno}"
-            raise ValueError(f"{path}: malformed JSON at {where}: {e.msg}") from None
-    if not isinstance(data, dict):
-        kind = type(data).__name__
-        raise ValueError(f"{path}: expected a JSON object at the top level, got {kind}")
-    for key in keys:
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{path}: expected a list under '{key}'")
-    return data
+CHECK_IMAGES = ("none", "header", "decode")
 
 
 def _index(items, path, kind, key="id", where=""):
@@ -185,18 +186,41 @@ def _require_dir(path, what):
         raise FileNotFoundError(f"{what} not found (or not a directory): {path}")
 
 
-def _check_images(images, image_root, path):
-    for image_id, image in images.items():
-        _require_keys(image, ("file_name", "height", "width"), path, f"image id {image_id!r}")
+def checked_image_size(path, check_images):
+    """(height, width) of an image: from its header, or by decoding every pixel ("decode")."""
+    return read_bands(path).shape[:2] if check_images == "decode" else image_size(path)
+
+
+def check_image_files(images, image_root, source, check_images="header", name=None):
+    """Every image of ``images`` ({image id: COCO image}) exists under ``image_root`` and, unless
+    ``check_images`` is "none", opens as an image of the size the annotations give ("decode": decodes
+    every pixel, which also finds truncated files). Errors name ``source``, the image id and the file."""
+    if check_images not in CHECK_IMAGES:
+        raise ValueError(f"DATASETS.CHECK_IMAGES must be one of {CHECK_IMAGES}, got {check_images!r}")
+    items = images.items()
+    if check_images != "none":
+        items = progress(items, f"{name or os.path.basename(source)}: checking images", len(images), "image")
+    for image_id, image in items:
+        where = f"{source}: image id {image_id!r}"
         file_name = os.path.join(image_root, image["file_name"])
         if not os.path.isfile(file_name):
-            raise FileNotFoundError(f"{path}: image id {image_id!r}: file not found: {file_name}")
+            raise FileNotFoundError(f"{where}: file not found: {file_name}")
+        if check_images == "none":
+            continue
+        try:
+            height, width = checked_image_size(file_name, check_images)
+        except ImageReadError as e:
+            raise ImageReadError(f"{where}: {e}") from None
+        if (height, width) != (image["height"], image["width"]):
+            raise ValueError(f"{where}: {file_name} is {width}x{height} (WxH), the annotations say "
+                             f"{image['width']}x{image['height']}")
 
 
 def _check_categories(data, path):
     categories = _index(data["categories"], path, "category")
     for category_id, category in categories.items():
         _require_keys(category, ("name",), path, f"category id {category_id!r}")
+    check_category_names(data["categories"], path)
     return categories
 
 
@@ -205,27 +229,74 @@ def _check_reference(value, known, path, what, kind):
         raise ValueError(f"{path}: {what} refers to unknown {kind} id {value!r}")
 
 
-def _validate_instances(json_file, image_root):
-    """Checks a COCO instances JSON and its images; returns its categories by id."""
-    _require_dir(image_root, "Image root")
-    data = _read_json(json_file, ("images", "annotations", "categories"))
-    images = _index(data["images"], json_file, "image")
-    categories = _check_categories(data, json_file)
+# Boxes Detectron2 trains on as nothing: it clips boxes to the image and drops the empty ones.
+_BOX_DEFECTS = {
+    "zero-area": "have a zero width or height",
+    "outside": "lie entirely outside their image",
+    "past the border": "reach more than 1 pixel past their image's border (clipped in training)",
+}
+
+
+def box_defect(bbox, height, width):
+    """What is wrong with an [x, y, w, h] box in an image of ``height`` x ``width``: "zero-area",
+    "outside", "past the border" (by more than 1 pixel, beyond rounding) or None."""
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        return "zero-area"
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return "outside"
+    if x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1:
+        return "past the border"
+    return None
+
+
+def _report_box_defects(defects, source):
+    """One warning with the count (and the first ids) of each kind of degenerate box."""
+    if defects:
+        parts = [f"{len(ids)} {_BOX_DEFECTS[kind]} (annotation ids {few(map(str, ids))})" for kind, ids in
+                 defects.items()]
+        logger.warning(f"{source}: degenerate boxes: " + "; ".join(parts))
+
+
+def _check_annotations(data, images, categories, json_file):
+    """Ids, references, boxes and segmentations (polygon nesting, RLE sizes) of every annotation."""
+    defects = {}
     for ann_id, ann in _index(data["annotations"], json_file, "annotation").items():
         what = f"annotation id {ann_id!r}"
         _require_keys(ann, ("image_id", "category_id", "bbox"), json_file, what)
         _check_reference(ann["image_id"], images, json_file, what, "image")
         _check_reference(ann["category_id"], categories, json_file, what, "category")
-    _check_images(images, image_root, json_file)
-    return categories
+        image = images[ann["image_id"]]
+        check_bbox(ann["bbox"], f"{json_file}: {what}")
+        if "segmentation" in ann:
+            check_segmentation(ann["segmentation"], f"{json_file}: {what}", image["height"], image["width"])
+        defect = box_defect(ann["bbox"], image["height"], image["width"])
+        if defect:
+            defects.setdefault(defect, []).append(ann_id)
+    _report_box_defects(defects, json_file)
 
 
-def _validate_panoptic(panoptic_json, image_root, panoptic_root):
-    """Checks a COCO panoptic JSON, its images and PNGs; returns its categories by id."""
+def _validate_instances(json_file, image_root, check_images="header", name=None):
+    """Checks a COCO instances JSON and its images; returns (categories by id, the parsed JSON)."""
+    _require_dir(image_root, "Image root")
+    data = read_json(json_file, ("images", "annotations", "categories"))
+    images = _index(data["images"], json_file, "image")
+    for image_id, image in images.items():
+        _require_keys(image, ("file_name", "height", "width"), json_file, f"image id {image_id!r}")
+    categories = _check_categories(data, json_file)
+    _check_annotations(data, images, categories, json_file)
+    check_image_files(images, image_root, json_file, check_images, name)
+    return categories, data
+
+
+def _validate_panoptic(panoptic_json, image_root, panoptic_root, check_images="header", name=None):
+    """Checks a COCO panoptic JSON, its images and PNGs; returns (categories by id, the parsed JSON)."""
     _require_dir(image_root, "Image root")
     _require_dir(panoptic_root, "Panoptic root")
-    data = _read_json(panoptic_json, ("images", "annotations", "categories"))
+    data = read_json(panoptic_json, ("images", "annotations", "categories"))
     images = _index(data["images"], panoptic_json, "image")
+    for image_id, image in images.items():
+        _require_keys(image, ("file_name", "height", "width"), panoptic_json, f"image id {image_id!r}")
     categories = _check_categories(data, panoptic_json)
     for category_id, category in categories.items():
         _require_keys(category, ("isthing",), panoptic_json, f"category id {category_id!r}")
@@ -244,21 +315,32 @@ def _validate_panoptic(panoptic_json, image_root, panoptic_root):
         png = os.path.join(panoptic_root, ann["file_name"])
         if not os.path.isfile(png):
             raise FileNotFoundError(f"{panoptic_json}: {what}: panoptic PNG not found: {png}")
-    _check_images(images, image_root, panoptic_json)
-    return categories
+    check_image_files(images, image_root, panoptic_json, check_images, name)
+    return categories, data
 
 
 # ---------------------------------------------------------------- registration
-def register_coco_instances_dataset(name, json_file, image_root, metadata=None, drop_categories=()):
-    """Register a COCO instances dataset (evaluator_type "coco") after validating it.
+def _without_categories(data, drop):
+    """COCO ``data`` without the categories named in ``drop`` and their annotations."""
+    kept = {c["id"] for c in data["categories"] if c["name"] not in drop}
+    return {**data, "categories": [c for c in data["categories"] if c["id"] in kept],
+            "annotations": [a for a in data["annotations"] if a["category_id"] in kept]}
+
+
+def register_coco_instances_dataset(name, json_file, image_root, metadata=None, drop_categories=(),
+                                    check_images="header"):
+    """Register a COCO instances dataset (evaluator_type "coco") after validating it: ids and
+    references, category names, boxes, segmentations (nesting, RLE sizes), images (see
+    :func:`check_image_files`); degenerate boxes are counted in a warning.
 
     Args:
         drop_categories: category names to leave out, with their annotations (e.g. labelme's
             ``"_background_"``). The rest get contiguous ids in category id order.
         metadata: extra metadata, set after (and overriding) the derived one.
+        check_images: "header" (default), "decode" or "none" (see :func:`check_image_files`).
     """
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
-    categories = _validate_instances(json_file, image_root)
+    categories, data = _validate_instances(json_file, image_root, check_images, name)
     drop = {drop_categories} if isinstance(drop_categories, str) else set(drop_categories)
     unknown = sorted(drop - {c["name"] for c in categories.values()})
     if unknown:
@@ -267,39 +349,105 @@ def register_coco_instances_dataset(name, json_file, image_root, metadata=None, 
     meta = instances_metadata(kept)
     id_map = meta["thing_dataset_id_to_contiguous_id"]
     DatasetCatalog.register(name, lambda: load_coco_instances(json_file, image_root, id_map))
-    if len(kept) == len(categories):
-        # COCOEvaluator scores against this file; with categories dropped it must instead convert
-        # the loaded dicts itself (it does so when json_file is absent), or its class count is off.
-        meta["json_file"] = json_file
+    # COCOEvaluator scores against json_file: with categories dropped, a copy without them (named by its
+    # content, so a changed file is never scored against a stale copy).
+    meta["json_file"] = write_json_cached("coco_instances", _without_categories(data, drop)) if drop else json_file
     MetadataCatalog.get(name).set(
         image_root=image_root, evaluator_type="coco", **{**meta, **(metadata or {})}
     )
 
 
-def register_coco_panoptic_dataset(
-    name, panoptic_json, image_root, panoptic_root, metadata=None, instances_json=None
-):
-    """Register a COCO panoptic dataset in Detectron2's "standard" form
-    (evaluator_type "coco_panoptic_seg") after validating it.
+def _separated_labels(present, segments, stuff_labels):
+    """Lookup table segment id -> separated semantic label: things 0, stuff 1..S, void 255."""
+    table = np.full(max([0, *present.tolist(), *(s["id"] for s in segments)]) + 1, IGNORE_LABEL, np.uint8)
+    for segment in segments:
+        table[segment["id"]] = stuff_labels.get(segment["category_id"], 0)
+    return table
 
-    Categories must carry "isthing". ``instances_json`` (optional) is set as ``json_file`` for
-    COCOEvaluator. ``metadata``: extra metadata, overriding the derived one.
+
+def _panoptic_ids(png, image, segments, panoptic_json):
+    """Segment ids of one panoptic PNG, checked against its image's size and its segments_info."""
+    ids = rgb_to_ids(np.asarray(Image.open(png).convert("RGB")))
+    if ids.shape != (image["height"], image["width"]):
+        raise ValueError(f"{panoptic_json}: {png} is {ids.shape[1]}x{ids.shape[0]} (WxH), image id "
+                         f"{image['id']!r} is {image['width']}x{image['height']}")
+    present = np.unique(ids)
+    unknown = sorted(set(present.tolist()) - {s["id"] for s in segments} - {0})
+    if unknown:
+        raise ValueError(f"{panoptic_json}: {png} holds segment id(s) {unknown[:10]} that the segments_info of "
+                         f"image id {image['id']!r} does not list")
+    return ids, present
+
+
+def _separated_files(name, panoptic_json, data, panoptic_root, categories):
+    """Derives Panoptic FPN's "separated" training form of a panoptic set: a COCO instances JSON of the
+    thing segments (RLE) and one semantic PNG per image (things 0, stuff 1..S, void 255), cached.
+    Returns (instances JSON path, {image id: semantic PNG path})."""
+    images = {image["id"]: image for image in data["images"]}
+    stuff = sorted(c["id"] for c in categories.values() if not c["isthing"])
+    stuff_labels = {category_id: k for k, category_id in enumerate(stuff, start=1)}
+    instances, semantic, unused = [], {}, 0
+    for ann in progress(data["annotations"], f"{name}: reading panoptic PNGs", unit="image"):
+        png, image = os.path.join(panoptic_root, ann["file_name"]), images[ann["image_id"]]
+        segments = ann["segments_info"]
+        ids, present = _panoptic_ids(png, image, segments, panoptic_json)
+        unused += len({s["id"] for s in segments} - set(present.tolist()))
+
+        def write_semantic(path, ids=ids, present=present, segments=segments):
+            Image.fromarray(_separated_labels(present, segments, stuff_labels)[ids]).save(path)
+
+        parts = [source_stamp(png), stuff_labels, [(s["id"], s["category_id"]) for s in segments]]
+        semantic[ann["image_id"]] = cached_file("panoptic_semantic", parts, ".png", write_semantic)
+        things = [s for s in segments if categories[s["category_id"]]["isthing"] and s["id"] in present]
+        for segment in things:
+            rle = mask_to_rle(ids == segment["id"])
+            instances.append({"id": len(instances) + 1, "image_id": ann["image_id"], "category_id":
+                              segment["category_id"], "segmentation": rle, "iscrowd": int(segment.get("iscrowd", 0)),
+                              "area": int(mask_util.area(rle)), "bbox": mask_util.toBbox(rle).tolist()})
+    if unused:
+        logger.warning(f"{name}: {unused} segment(s) listed in segments_info have no pixel in their PNG")
+    thing_categories = [c for c in categories.values() if c["isthing"]]
+    json_file = write_json_cached("panoptic_instances", {
+        "images": data["images"], "annotations": instances, "categories": thing_categories})
+    return json_file, semantic
+
+
+def _load_separated(json_file, image_root, id_map, semantic):
+    dicts = load_coco_instances(json_file, image_root, id_map)
+    for record in dicts:
+        record["sem_seg_file_name"] = semantic[record["image_id"]]
+    return dicts
+
+
+def register_coco_panoptic_dataset(
+    name, panoptic_json, image_root, panoptic_root, metadata=None, instances_json=None, form="standard",
+    check_images="header",
+):
+    """Register a COCO panoptic dataset (evaluator_type "coco_panoptic_seg") after validating it.
+
+    Categories must carry "isthing". ``form``: "standard" (Detectron2's: ``pan_seg_file_name`` and
+    ``segments_info``; ``instances_json``, optional, is set as ``json_file`` for COCOEvaluator) or
+    "separated", what Panoptic FPN trains on: instance annotations of the thing segments and semantic
+    labels (0 things, 1..S stuff), both derived from the PNGs (which are checked against the JSON:
+    size, segment ids) and cached; COCO AP and semantic metrics are then scored against those.
+    ``metadata``: extra metadata, overriding the derived one.
     """
+    if form not in ("standard", "separated"):
+        raise ValueError(f"form must be 'standard' or 'separated', got {form!r}")
     panoptic_json, image_root = os.fspath(panoptic_json), os.fspath(image_root)
     panoptic_root = os.fspath(panoptic_root)
-    categories = _validate_panoptic(panoptic_json, image_root, panoptic_root)
-    meta = panoptic_standard_metadata(list(categories.values()))
-    DatasetCatalog.register(
-        name, lambda: load_coco_panoptic(panoptic_json, image_root, panoptic_root, meta)
-    )
-    if instances_json is not None:
-        meta["json_file"] = os.fspath(instances_json)
-    MetadataCatalog.get(name).set(
-        image_root=image_root,
-        panoptic_root=panoptic_root,
-        panoptic_json=panoptic_json,
-        evaluator_type="coco_panoptic_seg",
-        ignore_label=255,
-        label_divisor=1000,
-        **{**meta, **(metadata or {})},
-    )
+    categories, data = _validate_panoptic(panoptic_json, image_root, panoptic_root, check_images, name)
+    common = {"image_root": image_root, "panoptic_root": panoptic_root, "panoptic_json": panoptic_json,
+              "evaluator_type": "coco_panoptic_seg", "ignore_label": IGNORE_LABEL, "label_divisor": 1000}
+    if form == "standard":
+        meta = panoptic_standard_metadata(list(categories.values()))
+        DatasetCatalog.register(name, lambda: load_coco_panoptic(panoptic_json, image_root, panoptic_root, meta))
+        if instances_json is not None:
+            meta["json_file"] = os.fspath(instances_json)
+    else:
+        meta = panoptic_separated_metadata(list(categories.values()))
+        json_file, semantic = _separated_files(name, panoptic_json, data, panoptic_root, categories)
+        id_map = meta["thing_dataset_id_to_contiguous_id"]
+        DatasetCatalog.register(name, lambda: _load_separated(json_file, image_root, id_map, semantic))
+        meta["json_file"] = json_file
+    MetadataCatalog.get(name).set(**{**common, **meta, **(metadata or {})})

@@ -6,13 +6,12 @@ import os
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
-import scipy.ndimage as ndi
 import seg_d2  # noqa: F401  (before detectron2)
 import tifffile
 from PIL import Image
 
 from seg_d2.data import converters
-from seg_d2.data.converters import mask_to_polygons, mask_to_rle, segmentation_to_mask
+from seg_d2.data.converters import mask_to_rle, segmentation_to_mask
 from seg_d2.data.image_io import read_label_map
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
@@ -65,26 +64,6 @@ def _same_partition(a, b):
     return len(pairs) == len(np.unique(a)) == len(np.unique(b)) and ((a == 0) == (b == 0)).all()
 
 
-# ---------------------------------------------------------------- masks and polygons
-def test_pixel_edge_polygons_are_exact_without_holes():
-    rng = np.random.default_rng(1)
-    wrong = pixels = 0
-    for _ in range(60):
-        mask = ndi.binary_fill_holes(rng.random((24, 30)) > 0.55)  # ragged, diagonal contacts, no holes
-        polygons, holes = mask_to_polygons(mask)
-        assert holes == 0
-        wrong += int((segmentation_to_mask(polygons, *mask.shape) != mask).sum())
-        pixels += int(mask.sum())
-    assert wrong == 0 and pixels > 10000
-    square = np.zeros((8, 8), bool)
-    square[2:5, 3:7] = True
-    assert mask_to_polygons(square)[0] == [[3.0, 2.0, 3.0, 5.0, 7.0, 5.0, 7.0, 2.0]]  # 4 corners, by hand
-    ring = np.ones((9, 9), bool)
-    ring[3:6, 3:6] = False
-    polygons, holes = mask_to_polygons(ring)
-    assert holes == 9 and segmentation_to_mask(polygons, 9, 9).all()  # the hole is filled, and counted
-
-
 # ---------------------------------------------------------------- instance rasters -> COCO
 @pytest.mark.parametrize("raster_ext", [".png", ".tif", ".npy"])
 def test_rasters_to_coco_rle_is_exact(tmp_path, raster_ext):
@@ -97,16 +76,12 @@ def test_rasters_to_coco_rle_is_exact(tmp_path, raster_ext):
     np.testing.assert_array_equal(_rebuild(coco, 1, labels.shape), labels)  # ids come out in raster order
 
 
-def test_rasters_to_coco_polygons_fill_only_holes(tmp_path, caplog):
+def test_rasters_to_coco_polygons_are_exact_holes_included(tmp_path):
     labels = _raster()
     _image_and_raster(tmp_path, labels)
-    with caplog.at_level(logging.WARNING, logger="seg_d2.data.converters"):
-        coco = converters.instance_rasters_to_coco(str(tmp_path / "img"), str(tmp_path / "masks"), polygons=True)
-    rebuilt = _rebuild(coco, 1, labels.shape)
-    hole = ndi.binary_fill_holes(labels == labels.max()) & (labels != labels.max())
-    np.testing.assert_array_equal(rebuilt[~hole], labels[~hole])
-    assert (rebuilt[hole] == labels.max()).all()
-    assert f"polygons fill {int(hole.sum())} hole pixel(s)" in caplog.text
+    coco = converters.instance_rasters_to_coco(str(tmp_path / "img"), str(tmp_path / "masks"), polygons=True)
+    assert all(isinstance(a["segmentation"], list) for a in coco["annotations"])
+    np.testing.assert_array_equal(_rebuild(coco, 1, labels.shape), labels)  # the ring's hole stays a hole
 
 
 def test_rasters_errors_name_files(tmp_path):
@@ -206,19 +181,16 @@ def test_yolo_round_trip(tmp_path, caplog):
     coco = _two_class_coco(tmp_path, labels)
     with caplog.at_level(logging.WARNING, logger="seg_d2.data.converters"):
         names = converters.coco_to_yolo(coco, str(tmp_path / "yolo"))
-    assert names == ["a", "b"]
-    assert "hole pixel(s) of RLE masks filled" in caplog.text and "became one YOLO line per polygon" in caplog.text
+    assert names == ["a", "b"] and (tmp_path / "yolo" / "names.txt").read_text() == "a\nb\n"
+    assert "1 instance(s) of several polygons became one YOLO line per polygon" in caplog.text
     back = converters.yolo_to_coco(str(tmp_path / "yolo"), str(tmp_path / "img"), names)
     assert [c["name"] for c in back["categories"]] == ["a", "b"]
     union = {k: np.zeros(labels.shape, bool) for k in (1, 2)}
     for ann in back["annotations"]:
         union[ann["category_id"]] |= segmentation_to_mask(ann["segmentation"], *labels.shape)
-    ring = labels == labels.max()
-    hole = ndi.binary_fill_holes(ring) & ~ring
-    expected_a = (labels % 2 == 1) | (hole if labels.max() % 2 else False)
-    np.testing.assert_array_equal(union[1], expected_a)  # pixel by pixel, but for the filled hole
-    np.testing.assert_array_equal(union[2], ((labels % 2 == 0) & (labels > 0)) | (hole if labels.max() % 2 == 0
-                                                                                  else False))
+    np.testing.assert_array_equal(union[1], labels % 2 == 1)  # pixel by pixel, holes included
+    np.testing.assert_array_equal(union[2], (labels % 2 == 0) & (labels > 0))
+    assert len(back["annotations"]) == len(coco["annotations"]) + 1  # the two-part instance is two lines
 
 
 def test_yolo_bad_lines_name_file_and_line(tmp_path):
@@ -247,9 +219,7 @@ def test_nuclei_raster_round_trip(tmp_path):
     assert len(coco["annotations"]) == 125
     assert _same_partition(_rebuild(coco, 1, labels.shape), labels)
     polygons = converters.instance_rasters_to_coco(str(tmp_path / "img"), str(tmp_path / "masks"), polygons=True)
-    filled = ndi.binary_fill_holes(labels > 0) & (labels == 0)
-    rebuilt = _rebuild(polygons, 1, labels.shape)
-    assert _same_partition(np.where(filled, 0, rebuilt), labels)  # exact but for filled holes (if any)
+    assert _same_partition(_rebuild(polygons, 1, labels.shape), labels)
 
 
 @needs_shared

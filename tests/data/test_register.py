@@ -5,11 +5,13 @@ import os
 import numpy as np
 import pytest
 import seg_d2  # noqa: F401  (before detectron2)
+import pycocotools.mask as mask_util
 from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from seg_d2.data import register_coco_instances_dataset, register_coco_panoptic_dataset
 
+pytestmark = pytest.mark.usefixtures("derived_cache")
 # ../shared/data beside the repository (always there in CI; absent from a user's clone)
 LABELME = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "voc-labelme")
 
@@ -66,7 +68,10 @@ def test_drop_categories_removes_category_and_its_annotations(tmp_path):
     assert dicts[1]["annotations"][0]["category_id"] == 0
     meta = MetadataCatalog.get(_name(tmp_path))
     assert meta.thing_classes == ["dog"] and meta.thing_dataset_id_to_contiguous_id == {7: 0}
-    assert not hasattr(meta, "json_file")  # COCOEvaluator must convert the kept categories itself
+    with open(meta.json_file) as f:  # what COCOEvaluator scores against: the kept categories only
+        kept = json.load(f)
+    assert [c["id"] for c in kept["categories"]] == [7] and [a["id"] for a in kept["annotations"]] == [11]
+    assert meta.json_file != str(tmp_path / "ann.json")
 
 
 def test_drop_unknown_category_name(tmp_path):
@@ -213,3 +218,84 @@ def test_voc_labelme_loads_without_background():
     dicts = DatasetCatalog.get(name)
     assert len(dicts) == 3 and sum(len(d["annotations"]) for d in dicts) == 12
     assert all(os.path.isfile(d["file_name"]) for d in dicts)
+
+
+# ---------------------------------------------------------------- deeper checks: segmentations, boxes, images
+def test_flat_polygon_list_refused_with_file_and_id(tmp_path):
+    data = _instances()
+    data["annotations"][1]["segmentation"] = [1, 1, 4, 1, 4, 3, 1, 3]
+    with pytest.raises(ValueError, match=r"ann\.json: annotation id 11: 'segmentation' is a flat list.*flat-polygons"):
+        _register(tmp_path, data)
+
+
+def test_rle_of_another_size_refused(tmp_path):
+    data = _instances()
+    data["annotations"][0]["segmentation"] = {"size": [4, 4], "counts": "0@0"}
+    with pytest.raises(ValueError, match=r"annotation id 10: RLE size \[4, 4\].*\[8, 8\]"):
+        _register(tmp_path, data)
+
+
+def test_degenerate_boxes_counted(tmp_path, caplog):
+    data = _instances()
+    extra = [({"bbox": [2, 2, 0, 3]}, 12), ({"bbox": [9, 1, 2, 2]}, 13), ({"bbox": [6, 6, 5, 1]}, 14),
+             ({"bbox": [3, 3, 0, 0]}, 15), ({"bbox": [7.5, 0, 1, 8]}, 16)]  # the last only rounds past the border
+    for fields, ann_id in extra:
+        data["annotations"].append({**data["annotations"][0], **fields, "id": ann_id})
+    with caplog.at_level("WARNING", logger="seg_d2.data.register"):
+        _register(tmp_path, data)
+    assert ("degenerate boxes: 2 have a zero width or height (annotation ids 12, 15); 1 lie entirely outside "
+            "their image (annotation ids 13); 1 reach more than 1 pixel past their image's border") in caplog.text
+    assert "16" not in caplog.text.split("degenerate boxes")[1]
+
+
+def test_image_size_must_match_the_file(tmp_path):
+    data = _instances()
+    data["images"][1]["height"] = 9
+    with pytest.raises(ValueError, match=r"ann\.json: image id 2: .*b\.png is 8x8 \(WxH\), the annotations say 8x9"):
+        _register(tmp_path, data)
+
+
+def test_truncated_image_found_when_decoding(tmp_path):
+    json_file = _write(tmp_path, _instances())
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), np.uint8)).save(tmp_path / "b.jpg")
+    data = _instances()
+    data["images"][1]["file_name"] = "b.jpg"
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    data_bytes = (tmp_path / "b.jpg").read_bytes()
+    (tmp_path / "b.jpg").write_bytes(data_bytes[: len(data_bytes) - 60])  # the end of the scan is lost
+    register_coco_instances_dataset(_name(tmp_path), json_file, str(tmp_path))  # the header still reads
+    with pytest.raises(OSError, match=r"ann\.json: image id 2: .*b\.jpg: cannot decode image"):
+        register_coco_instances_dataset(_name(tmp_path) + "_decode", json_file, str(tmp_path), check_images="decode")
+
+
+def test_non_string_category_name_refused(tmp_path):
+    data = _instances()
+    data["categories"][1]["name"] = 1.0
+    with pytest.raises(ValueError, match=r"ann\.json: category id 7 has name 1\.0"):
+        _register(tmp_path, data)
+
+
+# ---------------------------------------------------------------- panoptic, separated form
+def test_panoptic_separated_form_derives_instances_and_semantic_labels(tmp_path):
+    json_file = _write(tmp_path, _panoptic(tmp_path), "panoptic.json")
+    register_coco_panoptic_dataset(_name(tmp_path), json_file, str(tmp_path), str(tmp_path / "pan"), form="separated")
+    (d,) = DatasetCatalog.get(_name(tmp_path))
+    (ann,) = d["annotations"]  # the one thing segment (5, "cat"), from the PNG
+    mask = mask_util.decode(dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode()))
+    assert ann["category_id"] == 0 and mask[:4].all() and not mask[4:].any()
+    semantic = np.asarray(Image.open(d["sem_seg_file_name"]))
+    assert (semantic[:4] == 0).all() and (semantic[4:] == 1).all()  # things 0, "sky" 1
+    meta = MetadataCatalog.get(_name(tmp_path))
+    assert meta.stuff_classes == ["things", "sky"] and meta.thing_classes == ["cat"]
+    assert meta.stuff_dataset_id_to_contiguous_id == {0: 0, 8: 1} and meta.evaluator_type == "coco_panoptic_seg"
+    with open(meta.json_file) as f:
+        assert [a["category_id"] for a in json.load(f)["annotations"]] == [3]
+
+
+def test_panoptic_png_with_unlisted_segment_refused(tmp_path):
+    data = _panoptic(tmp_path)
+    data["annotations"][0]["segments_info"].pop(1)  # id 9 is still in the PNG
+    json_file = _write(tmp_path, data, "panoptic.json")
+    with pytest.raises(ValueError, match=r"panoptic\.json: .*pan/a\.png holds segment id\(s\) \[9\]"):
+        register_coco_panoptic_dataset(_name(tmp_path), json_file, str(tmp_path), str(tmp_path / "pan"),
+                                       form="separated")
