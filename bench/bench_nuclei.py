@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Dice, mIoU and mask AP of watershed, U-Net, SegFormer-B0 and Mask R-CNN on real nuclei.
 
-The 512x512 fluorescence image of ../shared/data/nuclei-stardist (BBBC038, 125 labelled nuclei) is cut into
-four 256x256 quadrants: three train (as overlapping 128x128 crops), the fourth is the test image, scored
-whole. Every trained model gets the same budget (iterations x images per iteration, seed 0, CPU); the
+The 512x512 16-bit fluorescence image of ../shared/data/nuclei-stardist (BBBC038, 125 labelled nuclei) is
+split by quadrants with seg_d2's own datasets (DATASETS.REGISTER formats "image_mask_folders", "sem_seg",
+"tiles", "region"): three quadrants train (as overlapping 128x128 tiles), the fourth is the test image,
+scored whole. Every trained model gets the same budget (iterations x images per iteration, seed 0, CPU); the
 watershed baseline is tuned on the training quadrants only. Foreground Dice and the 2-class mIoU come
 from seg_d2's semantic metrics, mask AP from seg_d2's COCO evaluation: instance models give the union of
 their masks with score > 0.5 as foreground, semantic models give their connected foreground components
@@ -22,18 +23,16 @@ import time
 
 import seg_d2  # noqa: F401  (first: makes Detectron2 whole and registers seg_d2)
 
-import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import scipy.ndimage as ndi
-import tifffile
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets.coco import load_sem_seg
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 
 from seg_d2.baselines import WatershedSegmenter
-from seg_d2.data import register_coco_instances_dataset
+from seg_d2.data import converters, read_image, read_label_map
+from seg_d2.data.config_datasets import register_dataset_entry
 from seg_d2.engine import Trainer, setup_cfg
 from seg_d2.evaluation import evaluate_coco, sem_seg_image_stats, sem_seg_metrics
 from seg_d2.evaluation.sem_seg_evaluator import SemSegStats
@@ -43,7 +42,7 @@ DATA_DIR = os.path.join(ROOT, "..", "shared", "data", "nuclei-stardist")
 CONFIG_DIR = os.path.join(ROOT, "configs", "builtin")
 CLASSES = ["background", "nucleus"]
 CATEGORY_ID = 1  # the nucleus category in the COCO JSONs
-MIN_PART = 10  # nucleus parts cut by a crop border smaller than this (pixels) are dropped
+MIN_PART = 10  # nucleus parts cut by a tile border smaller than this (pixels) are dropped
 QUADRANT = 256
 
 # Trained models: config and overrides beyond the shared data/schedule ones.
@@ -60,77 +59,41 @@ MODELS = {
 
 
 # ---------------------------------------------------------------- data
-def to_uint8(image):
-    """Percentile 1-99.8 stretch of a fluorescence image to uint8 (intensity only, no labels used)."""
-    lo, hi = np.percentile(image, (1, 99.8))
-    return (np.clip((image.astype(np.float64) - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
-
-
-def quadrants(array):
-    """The four 256x256 quadrants, numbered 1..4 row by row (4 = bottom right)."""
-    q = QUADRANT
-    return {1 + 2 * r + c: array[r * q:(r + 1) * q, c * q:(c + 1) * q] for r in range(2) for c in range(2)}
-
-
-def crops(array, size, stride):
-    """Overlapping size x size crops, top-left corners on a stride grid that reaches the far border."""
-    starts = range(0, array.shape[0] - size + 1, stride)
-    return [array[y:y + size, x:x + size] for y in starts for x in starts]
-
-
-def annotations(labels, image_id, first_id):
-    """COCO RLE annotations of an instance label map; parts smaller than MIN_PART pixels are dropped."""
-    anns = []
-    for value in np.unique(labels[labels > 0]):
-        mask = np.asfortranarray(labels == value, dtype=np.uint8)
-        area = int(mask.sum())
-        if area < MIN_PART:
-            continue
-        rle = mask_util.encode(mask)
-        anns.append({"id": first_id + len(anns), "image_id": image_id, "category_id": CATEGORY_ID,
-                     "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-                     "area": area, "bbox": mask_util.toBbox(rle).tolist(), "iscrowd": 0})
-    return anns
-
-
-def write_split(root, split, tiles):
-    """Writes image PNGs, semantic PNGs (0/1) and a COCO JSON of ``tiles`` [(image, labels)];
-    registers ``nuclei_<split>`` (instances) and ``nuclei_<split>_sem_seg``."""
-    image_root, sem_root = os.path.join(root, split, "images"), os.path.join(root, split, "sem_seg")
-    os.makedirs(image_root)
-    os.makedirs(sem_root)
-    images, anns = [], []
-    for image_id, (image, labels) in enumerate(tiles, start=1):
-        name = f"{split}_{image_id:03d}.png"
-        cv2.imwrite(os.path.join(image_root, name), cv2.merge([image] * 3))
-        cv2.imwrite(os.path.join(sem_root, name), (labels > 0).astype(np.uint8))
-        images.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
-        anns += annotations(labels, image_id, len(anns) + 1)
-    json_file = os.path.join(root, split, "instances.json")
-    with open(json_file, "w") as f:
-        json.dump({"images": images, "annotations": anns,
-                   "categories": [{"id": CATEGORY_ID, "name": "nucleus"}]}, f)
-    register_coco_instances_dataset(f"nuclei_{split}", json_file, image_root)
-    DatasetCatalog.register(f"nuclei_{split}_sem_seg",
-                            lambda: load_sem_seg(sem_root, image_root, gt_ext="png", image_ext="png"))
-    MetadataCatalog.get(f"nuclei_{split}_sem_seg").set(
-        image_root=image_root, sem_seg_root=sem_root, evaluator_type="sem_seg",
-        stuff_classes=CLASSES, ignore_label=255)
-    return json_file
+def quadrant_window(k):
+    """Quadrant k (1..4 row by row, 4 = bottom right) as a fractional window "x0,y0,x1,y1"."""
+    x, y = (k - 1) % 2 * 0.5, (k - 1) // 2 * 0.5
+    return f"{x},{y},{x + 0.5},{y + 0.5}"
 
 
 def prepare(root, test_quadrant, crop, stride):
-    """Writes the splits under ``root``: "train" (crops of the training quadrants), "trainquads" (the
-    training quadrants whole, for tuning the watershed) and "test"; returns {split: COCO JSON path}."""
-    image = quadrants(to_uint8(tifffile.imread(os.path.join(DATA_DIR, "img2d.tif"))))
-    labels = quadrants(tifffile.imread(os.path.join(DATA_DIR, "mask2d.tif")).astype(np.int32))
-    train = [k for k in sorted(image) if k != test_quadrant]
-    train_crops = [pair for k in train for pair in zip(crops(image[k], crop, stride), crops(labels[k], crop, stride))]
-    return {
-        "train": write_split(root, "train", train_crops),
-        "trainquads": write_split(root, "trainquads", [(image[k], labels[k]) for k in train]),
-        "test": write_split(root, "test", [(image[test_quadrant], labels[test_quadrant])]),
-    }
+    """Registers, as a user would in DATASETS.REGISTER, the splits of the nuclei image in instance
+    ("nuclei_<split>") and semantic ("nuclei_<split>_sem_seg") form: "train" (crop-pixel tiles of the three
+    training quadrants), "trainquads" (those quadrants whole, for tuning the watershed) and "test" (the
+    held-out quadrant, whole); nucleus parts cut by a tile border under MIN_PART pixels are left out.
+    The 16-bit image is read by seg_d2's reader (INPUT.NORMALIZE "auto": the whole image's 1/99.8 %
+    stretch). Returns {split: COCO JSON path}."""
+    folders = {sub: os.path.join(root, sub) for sub in ("img", "masks", "labels")}
+    for sub, name in (("img", "img2d.tif"), ("masks", "mask2d.tif")):  # one stem for image and raster
+        os.makedirs(folders[sub])
+        os.symlink(os.path.abspath(os.path.join(DATA_DIR, name)), os.path.join(folders[sub], "nuclei.tif"))
+    coco = converters.instance_rasters_to_coco(folders["img"], folders["masks"], "nucleus")
+    classes = converters.coco_to_semantic(coco, folders["labels"])  # ["background", "nucleus"]
+    assert classes == CLASSES, classes
+    classes_json = os.path.join(root, "classes.json")
+    with open(classes_json, "w") as f:
+        json.dump(classes, f)
+    test = quadrant_window(test_quadrant)
+    splits = {"train": ("tiles", f"size={crop}", f"overlap={crop - stride}", f"exclude={test}"),
+              "trainquads": ("tiles", f"size={QUADRANT}", f"exclude={test}"),
+              "test": ("region", test)}
+    entries = [("nuclei", "image_mask_folders", folders["img"], folders["masks"], "nucleus"),
+               ("nuclei_sem_seg", "sem_seg", folders["img"], folders["labels"], classes_json)]
+    for split, (fmt, *args) in splits.items():
+        for form in ("", "_sem_seg"):
+            entries.append((f"nuclei_{split}{form}", fmt, f"nuclei{form}", *args, f"min_area={MIN_PART}"))
+    for entry in entries:
+        register_dataset_entry(entry)
+    return {split: MetadataCatalog.get(f"nuclei_{split}").json_file for split in splits}
 
 
 # ---------------------------------------------------------------- predictions -> (foreground, COCO results)
@@ -163,7 +126,7 @@ def predict(model, records, kind):
     fgs, results = [], []
     with torch.no_grad():
         for record in records:
-            image = cv2.imread(record["file_name"])
+            image = read_image(record["file_name"], "BGR", window=record.get("window"))
             output = model([{"image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
                              "height": record["height"], "width": record["width"]}])[0]
             fg, res = (from_instances(output["instances"].to("cpu"), record["image_id"]) if kind == "instances"
@@ -177,7 +140,7 @@ def score(split, json_file, fgs, results):
     """Foreground Dice, mIoU, mask AP and AP50 (percent) of predictions on one split."""
     stats = SemSegStats.zeros(len(CLASSES))
     for record, fg in zip(DatasetCatalog.get(f"nuclei_{split}_sem_seg"), fgs):
-        gt = cv2.imread(record["sem_seg_file_name"], cv2.IMREAD_UNCHANGED)
+        gt = read_label_map(record["sem_seg_file_name"])
         stats += sem_seg_image_stats(gt, fg.astype(np.int64), len(CLASSES))
     sem = sem_seg_metrics(stats, CLASSES)
     ap = evaluate_coco(json_file, results, "segm")

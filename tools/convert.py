@@ -4,7 +4,7 @@
   convert.py rasters-to-coco   --images IMG/ --masks MASKS/ --out ann.json [--polygons] [--category nucleus]
   convert.py coco-to-semantic  --coco ann.json --out LABELS/ [--drop _background_] [--background background]
   convert.py coco-to-panoptic  --coco ann.json [--stuff stuff.json] [--background-stuff background] \\
-                               --out pan.json --png-folder PAN/
+                               [--drop _background_] --out pan.json --png-folder PAN/
   convert.py labelme-to-coco   --input LABELME/ --out ann.json [--image-root IMG/] [--classes a b ...]
   convert.py yolo-to-coco      --labels LABELS/ --images IMG/ --names names.txt --out ann.json
   convert.py coco-to-yolo      --coco ann.json --out LABELS/
@@ -57,7 +57,8 @@ def coco_to_semantic(args):
 
 def coco_to_panoptic(args):
     stuff = _read_coco(args.stuff) if args.stuff else None
-    panoptic = converters.coco_to_panoptic(_read_coco(args.coco), args.png_folder, stuff, args.background_stuff)
+    panoptic = converters.coco_to_panoptic(_read_coco(args.coco), args.png_folder, stuff, args.background_stuff,
+                                           args.drop)
     _write_json(panoptic, args.out)
     return f"{args.out}: {len(panoptic['annotations'])} panoptic images, PNGs in {args.png_folder}"
 
@@ -125,6 +126,7 @@ def parse_args(argv=None):
     s.add_argument("--coco", required=True, help="instances JSON (the thing classes)")
     s.add_argument("--stuff", help="optional stuff annotations in COCO form (same image ids)")
     s.add_argument("--background-stuff", help="optional stuff class for the pixels nothing labels")
+    s.add_argument("--drop", nargs="*", default=[], help="thing category names to leave out (e.g. _background_)")
     s.add_argument("--out", required=True, help="panoptic JSON to write")
     s.add_argument("--png-folder", required=True, help="folder of panoptic PNGs to write")
     s.set_defaults(run=coco_to_panoptic)

@@ -3,9 +3,11 @@
 
   watershed_baseline.py --dataset seg_d2_shapes_val [--dark] [--min-distance 5] [--min-area 10] \
       [--opening-radius 1] [--class-id 0] [--config-file cfg.yaml] [KEY VALUE ...]
+  watershed_baseline.py --dataset cells DATASETS.REGISTER '(("cells","image_mask_folders","img","masks"),)'
 
-Images go through Detectron2's test loader (INPUT.* of the config; INPUT.MIN_SIZE_TEST defaults to 0 here,
-i.e. no resize) and every instance gets ``--class-id``; prints the mask AP (and box AP).
+Images go through seg_d2's test loader and reader (16-bit and float images normalised as INPUT.NORMALIZE
+says; INPUT.MIN_SIZE_TEST defaults to 0 here, i.e. no resize) and every instance gets ``--class-id``;
+prints the mask AP (and box AP). Datasets declared in DATASETS.REGISTER are registered first.
 """
 import argparse
 import os
@@ -16,6 +18,8 @@ from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 
 from seg_d2.baselines import WatershedSegmenter
+from seg_d2.data.dataset_mappers import build_mapper
+from seg_d2.engine.trainer import prepare_cfg
 from seg_d2.evaluation import FastCOCOEvaluator, build_evaluators
 
 
@@ -43,6 +47,7 @@ def setup_cfg(args):
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    prepare_cfg(cfg)
     return cfg
 
 
@@ -61,7 +66,8 @@ def main(argv=None):
         evaluators = [FastCOCOEvaluator(args.dataset, output_dir=out_dir, engine=cfg.SEG_D2.EVALUATION.COCO_ENGINE)]
     else:
         evaluators = build_evaluators(cfg, args.dataset, out_dir)
-    results = inference_on_dataset(model, build_detection_test_loader(cfg, args.dataset), DatasetEvaluators(evaluators))
+    loader = build_detection_test_loader(cfg, args.dataset, mapper=build_mapper(cfg, is_train=False))
+    results = inference_on_dataset(model, loader, DatasetEvaluators(evaluators))
     for task, metrics in results.items():
         print(f"== {task} ==")
         for name, value in metrics.items():

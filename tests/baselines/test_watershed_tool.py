@@ -58,3 +58,21 @@ def test_tool_scores_high_mask_ap_on_discs(discs_dataset, tmp_path, capsys):
 def test_tool_wrong_polarity_scores_low(discs_dataset, tmp_path):
     results = _load_tool().main(["--dataset", discs_dataset, "--dark", "--output-dir", str(tmp_path / "out")])
     assert results["segm"]["AP"] < 20
+
+
+NUCLEI = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "nuclei-stardist")
+
+
+@pytest.mark.skipif(not os.path.isdir(NUCLEI), reason=f"{NUCLEI} absent (the shared real-image data)")
+def test_tool_on_16bit_nuclei_declared_in_the_config(tmp_path, monkeypatch):
+    """The 16-bit TIFF and its instance raster, registered by DATASETS.REGISTER; the held-out quadrant scored.
+    Read as Detectron2 reads it the image is white (no nucleus found); seg_d2's reader stretches it."""
+    monkeypatch.setenv("SEG_D2_DATA_DIR", str(tmp_path / "cache"))
+    for sub, name in (("img", "img2d.tif"), ("masks", "mask2d.tif")):
+        (tmp_path / sub).mkdir()
+        os.symlink(os.path.join(NUCLEI, name), tmp_path / sub / "nuclei.tif")
+    register = (f"(('ws_nuclei', 'image_mask_folders', '{tmp_path / 'img'}', '{tmp_path / 'masks'}', 'nucleus'), "
+                "('ws_nuclei_q4', 'region', 'ws_nuclei', '0.5,0.5,1.0,1.0'))")
+    results = _load_tool().main(["--dataset", "ws_nuclei_q4", "--min-distance", "6", "--output-dir",
+                                 str(tmp_path / "out"), "DATASETS.REGISTER", register])
+    assert results["segm"]["AP"] > 30
