@@ -1,10 +1,13 @@
-"""Detectron2's DefaultTrainer with seg_d2's evaluators and config set-up."""
+"""Detectron2's DefaultTrainer with seg_d2's evaluators, config set-up, exact resume and fault-tolerant checkpoints."""
 import logging
 import os
+import weakref
+
+import torch
 
 from detectron2.config import get_cfg
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.data import build_detection_test_loader
+from detectron2.engine import DefaultTrainer, default_setup, hooks
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -13,9 +16,12 @@ from seg_d2.config import add_seg_d2_config
 from seg_d2.config_checks import check_config
 from seg_d2.data.config_datasets import register_datasets_from_config
 from seg_d2.data.dataset_mappers import build_mapper
+from seg_d2.data.samplers import ResumableTrainLoader, run_seed
 from seg_d2.evaluation import build_evaluators
 
 from .amp import CPUAutocastTrainer
+from .checkpoint import FaultTolerantCheckpointer
+from .hooks import PeriodicCheckpointer, ReseedEachIteration, SkippedSamplesReport
 from .progress import training_hooks
 
 __all__ = ["Trainer", "prepare_cfg", "setup_cfg"]
@@ -30,7 +36,14 @@ def prepare_cfg(cfg):
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer that picks evaluators by each test dataset's ``evaluator_type`` (mask AP, PQ,
-    semantic metrics) and runs ``SOLVER.AMP.ENABLED`` on CPU as bfloat16 autocast."""
+    semantic metrics), runs ``SOLVER.AMP.ENABLED`` on CPU as bfloat16 autocast, and resumes exactly.
+
+    Exact resume: the checkpoint holds the model, the optimizer (and AMP grad scaler), the scheduler, the
+    iteration, the run seed and every process's training-stream position (:class:`ResumableTrainLoader`); each
+    iteration reseeds the global RNGs (:class:`ReseedEachIteration`). A run killed at any point and resumed ends
+    with the weights and metrics of an uninterrupted one, bit for bit on CPU with the same thread count.
+    Checkpoints are written atomically and resume falls back past broken ones (:class:`FaultTolerantCheckpointer`).
+    """
 
     def __init__(self, cfg):
         prepare_cfg(cfg)
@@ -39,13 +52,81 @@ class Trainer(DefaultTrainer):
             logging.getLogger(__name__).info("SOLVER.AMP.ENABLED on CPU: training under bfloat16 autocast")
             # DefaultTrainer built an AMPTrainer (CUDA-only run_step); keep its state and data iterator.
             self._trainer.__class__ = CPUAutocastTrainer
+        # DefaultTrainer builds a plain DetectionCheckpointer inline; only our hooks use this attribute.
+        self.checkpointer = FaultTolerantCheckpointer(self.checkpointer.model, cfg.OUTPUT_DIR,
+                                                      trainer=weakref.proxy(self))
 
     def build_hooks(self):
-        return training_hooks(self.cfg, super().build_hooks())
+        """DefaultTrainer's hooks, with the iteration reseeding first, seg_d2's checkpointer in place of
+        Detectron2's (on every process), and the skipped-samples report before the writers' last write."""
+        built = [h for h in super().build_hooks() if not isinstance(h, hooks.PeriodicCheckpointer)]
+        self._data_streams = {"train": self.data_loader}
+        # PreciseBN's own training loader: its position is part of the state too (Detectron2 names it _data_loader).
+        self._data_streams.update({"precise_bn": h._data_loader for h in built if isinstance(h, hooks.PreciseBN)})
+        self._data_streams = {k: v for k, v in self._data_streams.items() if isinstance(v, ResumableTrainLoader)}
+        self._gathered_data_states = None
+        evaluation = next(i for i, h in enumerate(built) if isinstance(h, hooks.EvalHook))
+        built.insert(evaluation, PeriodicCheckpointer(self.cfg.SOLVER.CHECKPOINT_PERIOD, self.cfg.SOLVER.CHECKPOINT_KEEP))
+        writers = next((i for i, h in enumerate(built) if isinstance(h, hooks.PeriodicWriter)), len(built))
+        built.insert(writers, SkippedSamplesReport())
+        built.insert(0, ReseedEachIteration(run_seed(self.cfg)))
+        return training_hooks(self.cfg, built)
+
+    def _own_data_states(self):
+        return {name: loader.state_dict() for name, loader in self._data_streams.items()}
+
+    def collect_data_states(self):
+        """Gather every process's data-stream states for the next checkpoint (a collective when distributed)."""
+        own = self._own_data_states()
+        self._gathered_data_states = (self.iter, comm.all_gather(own) if comm.get_world_size() > 1 else [own])
+
+    def _data_states(self):
+        """One {stream name: state} per process (None where this process does not know it)."""
+        if comm.get_world_size() == 1:
+            return [self._own_data_states()]
+        if self._gathered_data_states is not None and self._gathered_data_states[0] == self.iter:
+            return self._gathered_data_states[1]
+        return [self._own_data_states()] + [None] * (comm.get_world_size() - 1)  # saved outside the schedule
+
+    def skipped_samples(self):
+        """Every process's skipped training samples (as of the last gathering when distributed)."""
+        gathered = comm.get_world_size() > 1 and self._gathered_data_states is not None
+        states = self._gathered_data_states[1] if gathered else [self._own_data_states()]
+        return [entry for state in states if state and "train" in state for entry in state["train"]["skipped"]]
+
+    def state_dict(self):
+        state = super().state_dict()  # iteration, hooks (scheduler, run seed)
+        # This Detectron2 build's DefaultTrainer leaves the optimizer (momentum!) and AMP grad scaler out.
+        state["_trainer"] = self._trainer.state_dict()
+        state["data"] = self._data_states()
+        state["torch_threads"] = torch.get_num_threads()
+        return state
+
+    def load_state_dict(self, state_dict):
+        logger = logging.getLogger(__name__)
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("The checkpoint holds no optimizer state (an older seg_d2 wrote it): the optimizer "
+                           "restarts, so this resume is not exact")
+        states = state_dict.get("data") or []
+        own = states[comm.get_rank()] if comm.get_rank() < len(states) else None
+        for name, loader in self._data_streams.items():
+            if own and name in own:
+                loader.load_state_dict(own[name])
+            else:
+                logger.warning(f"The checkpoint holds no state of the {name!r} data stream of process "
+                               f"{comm.get_rank()}: it restarts from its beginning, so this resume is not exact")
+        threads = state_dict.get("torch_threads")
+        if threads is not None and threads != torch.get_num_threads():
+            logger.warning(f"The checkpoint was written by a run with {threads} torch threads, this one has "
+                           f"{torch.get_num_threads()}: on CPU, sums in another order may differ in the last bits "
+                           "(set OMP_NUM_THREADS as before for a bit-exact resume)")
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
+        return ResumableTrainLoader(cfg, mapper=build_mapper(cfg, is_train=True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
