@@ -276,14 +276,19 @@ def _check_annotations(data, images, categories, json_file):
     _report_box_defects(defects, json_file)
 
 
-def _validate_instances(json_file, image_root, check_images="header", name=None):
-    """Checks a COCO instances JSON and its images; returns (categories by id, the parsed JSON)."""
+def _read_coco(json_file, image_root):
+    """(parsed JSON, images by id, categories by id) of a COCO-style file, its top level checked."""
     _require_dir(image_root, "Image root")
     data = read_json(json_file, ("images", "annotations", "categories"))
     images = _index(data["images"], json_file, "image")
     for image_id, image in images.items():
         _require_keys(image, ("file_name", "height", "width"), json_file, f"image id {image_id!r}")
-    categories = _check_categories(data, json_file)
+    return data, images, _check_categories(data, json_file)
+
+
+def _validate_instances(json_file, image_root, check_images="header", name=None):
+    """Checks a COCO instances JSON and its images; returns (categories by id, the parsed JSON)."""
+    data, images, categories = _read_coco(json_file, image_root)
     _check_annotations(data, images, categories, json_file)
     check_image_files(images, image_root, json_file, check_images, name)
     return categories, data
@@ -291,13 +296,8 @@ def _validate_instances(json_file, image_root, check_images="header", name=None)
 
 def _validate_panoptic(panoptic_json, image_root, panoptic_root, check_images="header", name=None):
     """Checks a COCO panoptic JSON, its images and PNGs; returns (categories by id, the parsed JSON)."""
-    _require_dir(image_root, "Image root")
     _require_dir(panoptic_root, "Panoptic root")
-    data = read_json(panoptic_json, ("images", "annotations", "categories"))
-    images = _index(data["images"], panoptic_json, "image")
-    for image_id, image in images.items():
-        _require_keys(image, ("file_name", "height", "width"), panoptic_json, f"image id {image_id!r}")
-    categories = _check_categories(data, panoptic_json)
+    data, images, categories = _read_coco(panoptic_json, image_root)
     for category_id, category in categories.items():
         _require_keys(category, ("isthing",), panoptic_json, f"category id {category_id!r}")
     annotations = _index(data["annotations"], panoptic_json, "annotation", key="image_id")

@@ -124,3 +124,17 @@ def test_voc_labelme_registers_with_background_dropped():
     _register(("cfg_voc", "coco", os.path.join(labelme, "annotations.json"), labelme, "drop=_background_"))
     assert len(MetadataCatalog.get("cfg_voc").thing_classes) == 20
     assert sum(len(r["annotations"]) for r in DatasetCatalog.get("cfg_voc")) == 12
+
+
+def test_entries_from_a_yaml_config(tmp_path):
+    _folders(tmp_path)
+    (tmp_path / "cfg.yaml").write_text(
+        "DATASETS:\n  REGISTER:\n"
+        f"    - [yaml_sem_{tmp_path.name}, sem_seg, {tmp_path / 'img'}, {tmp_path / 'sem'}]\n"
+        f"    - [yaml_tiles_{tmp_path.name}, tiles, yaml_sem_{tmp_path.name}, size=8, drop_empty=true]\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(tmp_path / "cfg.yaml"))
+    register_datasets_from_config(cfg)
+    tiles = DatasetCatalog.get(f"yaml_tiles_{tmp_path.name}")
+    assert len(tiles) == 2 * 4 and {tuple(t["window"]) for t in tiles} == {(0, 0, 8, 8), (8, 0, 16, 8),
+                                                                            (0, 4, 8, 12), (8, 4, 16, 12)}

@@ -12,7 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetMapper
 from detectron2.structures import BoxMode
 from seg_d2.data.dataset_mappers import AlbumentationsDatasetMapper, SegD2DatasetMapper, build_mapper
-from seg_d2.data.image_io import read_image
+from seg_d2.data.image_io import ImageReadError, read_image
 
 H, W = 40, 56
 
@@ -135,3 +135,14 @@ def test_albumentations_mapper_keeps_float_images_in_range(tmp_path):
     image = AlbumentationsDatasetMapper(cfg, is_train=True)(record)["image"]
     expected = read_image(record["file_name"])[:, ::-1].transpose(2, 0, 1)
     np.testing.assert_allclose(image.numpy(), expected, atol=1e-3)  # not clipped at 1.0
+
+
+def test_undecodable_image_names_its_file(tmp_path):
+    record = _scene(tmp_path, _rgb8())
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (H, W, 3), np.uint8)).save(tmp_path / "cut.jpg")
+    data = (tmp_path / "cut.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) - 100])
+    for mapper in (SegD2DatasetMapper(_cfg(), is_train=True),
+                   AlbumentationsDatasetMapper(_cfg(**{"INPUT.ALBUMENTATIONS.ENABLED": True}), is_train=True)):
+        with pytest.raises(ImageReadError, match=r"cut\.jpg: cannot decode image"):
+            mapper(dict(record, file_name=str(tmp_path / "cut.jpg")))
