@@ -120,7 +120,7 @@ def register_dataset_entry(entry, check_images="header"):
     try:
         name, fmt, positional, options = _parse(entry)
     except ValueError as e:
-        raise ValueError(f"DATASETS.REGISTER entry {tuple(entry)!r}: {e}") from None
+        raise ValueError(f"DATASETS.REGISTER entry {entry!r}: {e}") from None
     key = (fmt, positional, options)
     if _registered.get(name) == key and name in DatasetCatalog.list():
         return
@@ -134,8 +134,16 @@ def register_dataset_entry(entry, check_images="header"):
         register(name, check_images, *positional, **parsed)
     except (ValueError, OSError) as e:
         _forget(name)
-        raise type(e)(f"DATASETS.REGISTER entry {name!r} ({fmt}): {e}") from e
+        raise _in_entry(e, f"DATASETS.REGISTER entry {name!r} ({fmt}): {e}") from e
     _registered[name] = key
+
+
+def _in_entry(error, message):
+    """``error``'s kind with ``message`` (a ValueError where that kind needs other arguments)."""
+    try:
+        return type(error)(message)
+    except TypeError:
+        return ValueError(message)
 
 
 def _entries(value):

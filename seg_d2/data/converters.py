@@ -101,11 +101,13 @@ def read_json(path, keys=()):
     """The JSON object at ``path``, which must hold a list under each of ``keys``; errors name the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Annotation file not found: {path}")
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not a JSON text file (byte {e.start} is not UTF-8)") from None
     if keys and not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     for key in keys:

@@ -299,3 +299,9 @@ def test_panoptic_png_with_unlisted_segment_refused(tmp_path):
     with pytest.raises(ValueError, match=r"panoptic\.json: .*pan/a\.png holds segment id\(s\) \[9\]"):
         register_coco_panoptic_dataset(_name(tmp_path), json_file, str(tmp_path), str(tmp_path / "pan"),
                                        form="separated")
+
+
+def test_binary_file_as_json(tmp_path):
+    (tmp_path / "ann.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ValueError, match=r"ann\.json: not a JSON text file"):
+        register_coco_instances_dataset(_name(tmp_path), str(tmp_path / "ann.json"), str(tmp_path))
