@@ -201,7 +201,8 @@ def _train_with_step_lr(checkpoint_dir, max_iter, resume):
     checkpointer = Checkpointer(model, str(checkpoint_dir), optimizer=optimizer, trainer=trainer)
     lrs = []
     record = hooks.CallbackHook(before_step=lambda t: lrs.append(optimizer.param_groups[0]["lr"]))
-    trainer.register_hooks([record, hooks.LRScheduler(scheduler=scheduler), hooks.PeriodicCheckpointer(checkpointer, 5)])
+    scheduler_hook = hooks.LRScheduler(scheduler=scheduler)
+    trainer.register_hooks([record, scheduler_hook, hooks.PeriodicCheckpointer(checkpointer, 5)])
     start_iter = checkpointer.resume_or_load("none.pth", resume=True).get("iteration", -1) + 1 if resume else 0
     trainer.train(start_iter, max_iter)
     return lrs, scheduler

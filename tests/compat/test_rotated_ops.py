@@ -276,3 +276,182 @@ def test_roi_align_rotated_bad_input():
         roi_align_rotated_forward(feature, torch.tensor([[1.0, 2, 2, 1, 1, 0]]), 1.0, 2, 2, 0)
     empty = roi_align_rotated_forward(feature, torch.zeros(0, 6), 1.0, 2, 3, 0)
     assert empty.shape == (0, 1, 2, 3)
+
+
+# ---------------------------------------------------------------- the compiled op's arithmetic
+F32 = np.float32
+_EPS = 1e-5
+
+
+def _sub(a, b):
+    return (a[0] - b[0], a[1] - b[1])
+
+
+def _cross2(a, b):
+    return a[0] * b[1] - b[0] * a[1]
+
+
+def _dot2(a, b):
+    return a[0] * b[0] + a[1] * b[1]
+
+
+def _c_vertices(x, y, w, h, a):
+    cos2, sin2 = F32(math.cos(float(a) * 0.01745329251)) * F32(0.5), F32(math.sin(float(a) * 0.01745329251)) * F32(0.5)
+    p0 = (x + sin2 * h + cos2 * w, y + cos2 * h - sin2 * w)
+    p1 = (x - sin2 * h + cos2 * w, y - cos2 * h - sin2 * w)
+    return [p0, p1, (F32(2) * x - p0[0], F32(2) * y - p0[1]), (F32(2) * x - p1[0], F32(2) * y - p1[1])]
+
+
+def _c_candidates(p1, p2):
+    v1 = [_sub(p1[(i + 1) % 4], p1[i]) for i in range(4)]
+    v2 = [_sub(p2[(i + 1) % 4], p2[i]) for i in range(4)]
+    out = []
+    for i in range(4):
+        for j in range(4):
+            det = _cross2(v2[j], v1[i])
+            if abs(float(det)) <= 1e-14:
+                continue
+            v12 = _sub(p2[j], p1[i])
+            t1, t2 = _cross2(v2[j], v12) / det, _cross2(v1[i], v12) / det
+            if -_EPS < float(t1) < 1 + _EPS and -_EPS < float(t2) < 1 + _EPS:
+                out.append((p1[i][0] + v1[i][0] * t1, p1[i][1] + v1[i][1] * t1))
+    for points, box, vec in ((p1, p2, v2), (p2, p1, v1)):
+        ab, da = vec[0], vec[3]
+        for p in points:
+            ap = _sub(p, box[0])
+            u, v = float(_dot2(ap, ab)), float(-_dot2(ap, da))
+            if u > -_EPS and v > -_EPS and u < float(_dot2(ab, ab)) + _EPS and v < float(_dot2(da, da)) + _EPS:
+                out.append(p)
+    return out
+
+
+def _c_hull_area(p):
+    n = len(p)
+    t = 0
+    for i in range(1, n):
+        if p[i][1] < p[t][1] or (p[i][1] == p[t][1] and p[i][0] < p[t][0]):
+            t = i
+    q = [_sub(v, p[t]) for v in p]
+    q[0], q[t] = q[t], q[0]
+
+    def less(a, b):
+        c = _cross2(a, b)
+        return _dot2(a, a) < _dot2(b, b) if abs(float(c)) < 1e-6 else c > 0
+
+    for i in range(2, n):  # libstdc++'s insertion sort of q[1:] (all of std::sort for <= 16 points)
+        val = q[i]
+        if less(val, q[1]):
+            q[2 : i + 1] = q[1:i]
+            q[1] = val
+        else:
+            j = i
+            while less(val, q[j - 1]):
+                q[j] = q[j - 1]
+                j -= 1
+            q[j] = val
+    k = next((k for k in range(1, n) if float(_dot2(q[k], q[k])) > 1e-8), n)
+    if k == n:
+        return F32(0)
+    q[1], m = q[k], 2
+    for i in range(k + 1, n):
+        while m > 1:
+            q1, q2 = _sub(q[i], q[m - 2]), _sub(q[m - 1], q[m - 2])
+            if q1[0] * q2[1] >= q2[0] * q1[1]:
+                m -= 1
+            else:
+                break
+        q[m] = q[i]
+        m += 1
+    area = F32(0)
+    for i in range(1, m - 1):
+        area += abs(_cross2(_sub(q[i], q[0]), _sub(q[i + 1], q[0])))
+    return F32(float(area) / 2.0) if m > 2 else F32(0)
+
+
+def c_box_iou(box1, box2):
+    """Scalar transcription of Detectron2 v0.6's single_box_iou_rotated<float> (box_iou_rotated_utils.h)."""
+    (x1, y1, w1, h1, a1), (x2, y2, w2, h2, a2) = (F32(v) for v in box1), (F32(v) for v in box2)
+    shift_x, shift_y = float(x1 + x2) / 2.0, float(y1 + y2) / 2.0
+    area1, area2 = w1 * h1, w2 * h2
+    if float(area1) < 1e-14 or float(area2) < 1e-14:
+        return F32(0)
+    p1 = _c_vertices(F32(float(x1) - shift_x), F32(float(y1) - shift_y), w1, h1, a1)
+    p2 = _c_vertices(F32(float(x2) - shift_x), F32(float(y2) - shift_y), w2, h2, a2)
+    points = _c_candidates(p1, p2)
+    inter = _c_hull_area(points) if len(points) > 2 else F32(0)
+    return inter / (area1 + area2 - inter)
+
+
+def c_iou_matrix(boxes1, boxes2):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.array([[c_box_iou(a, b) for b in boxes2.tolist()] for a in boxes1.tolist()], dtype=np.float32)
+
+
+def rroi_anchors():
+    """The 90 anchors Detectron2's test_rroi_heads matches its ground truth to (RotatedAnchorGenerator defaults)."""
+    from detectron2.config import get_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.anchor_generator import build_anchor_generator
+
+    cfg = get_cfg()
+    cfg.MODEL.ANCHOR_GENERATOR.NAME = "RotatedAnchorGenerator"
+    generator = build_anchor_generator(cfg, [ShapeSpec(channels=1024, stride=16)])
+    return generator([torch.zeros(1, 1024, 1, 2)])[0].tensor
+
+
+RROI_GT = torch.tensor([[2.0, 2, 2, 2, 30], [4, 4, 4, 4, 0], [1.5, 5.5, 1, 3, 0], [8.5, 4, 3, 2, -50]])
+
+
+def test_iou_ties_as_the_compiled_op_on_test_rroi_heads_inputs():
+    """Detectron2's RPN matcher takes every anchor whose IoU equals a gt's best: exact IoUs tie where
+    the compiled op's float32 arithmetic does not. Best IoUs and their anchors as the compiled v0.6
+    CPU op gives them (recorded from Detectron2 v0.6's csrc built against this torch)."""
+    anchors = rroi_anchors()
+    iou = box_iou_rotated(RROI_GT, anchors)
+    compiled_best = [
+        (0.003906250931322575, [46, 48, 49, 50, 51, 53]),  # 1/256 + 2 ulp; the exact 1/256 ties 15 anchors
+        (0.015625, [0, 1, 2, 3, 4, 5, 6, 7, 8, 46, 48, 49, 50, 51, 53]),
+        (0.0029296875, [0, 1, 2, 3, 4, 5, 6, 7, 8, 46, 48, 49, 50, 51, 53]),
+        (0.005859375931322575, [0, 1, 2, 3, 4, 5, 6, 7, 8]),  # 3/512 + 2 ulp; the exact 3/512 ties 18
+    ]
+    for row, (best, anchor_ids) in zip(iou, compiled_best):
+        assert row.max().item() == best
+        assert (row == row.max()).nonzero()[:, 0].tolist() == anchor_ids
+    np.testing.assert_array_equal(iou.numpy(), c_iou_matrix(RROI_GT, anchors))
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        lambda: (random_boxes(30, 21), random_boxes(25, 22)),
+        lambda: (random_boxes(20, 23, spread=0.05, max_size=0.01), random_boxes(20, 24, spread=0.05, max_size=0.01)),
+        lambda: (clustered_boxes(40, 25, clusters=5), clustered_boxes(30, 25, clusters=5)),  # near-identical
+        lambda: (torch.cat([random_boxes(30, 26).round()[:, :4], torch.full((30, 1), 60.0)], 1),
+                 torch.cat([random_boxes(30, 27).round()[:, :4], torch.full((30, 1), -30.0)], 1)),  # parallel edges
+    ],
+    ids=["random", "tiny", "near-identical", "parallel"],
+)
+def test_iou_is_bitwise_the_compiled_arithmetic(boxes):
+    b1, b2 = boxes()
+    expected = c_iou_matrix(b1, b2)
+    assert (expected > 0).sum() > 20
+    np.testing.assert_array_equal(box_iou_rotated(b1, b2).numpy(), expected)
+
+
+def test_nms_orders_equal_scores_as_torch_sort_like_the_compiled_op():
+    # 32 copies of one box; the C++ keeps the first of scores.sort(0, descending=True), an unstable sort
+    boxes = torch.tensor([[5.0, 5, 4, 2, 30]]).repeat(32, 1)
+    scores = torch.zeros(32)
+    scores[::3] = 1.0
+    first = scores.sort(0, descending=True).indices[0].item()
+    assert c_nms_rotated(boxes, scores, 0.5).tolist() == [first]
+
+
+def test_nms_compares_float32_iou_with_the_double_threshold():
+    b1 = torch.tensor([[0.0, 0, 10, 10, 0]])
+    b2 = torch.tensor([[7.0, 0, 10, 10, 0]])
+    iou = box_iou_rotated(b1, b2).item()  # 30 / 170 in float32
+    ulp = float(np.nextafter(np.float32(iou), np.float32(1))) - iou
+    threshold = iou + ulp / 4  # above the IoU in double, equal to it once rounded to float32
+    assert float(np.float32(threshold)) == iou
+    assert c_nms_rotated(torch.cat([b1, b2]), torch.tensor([1.0, 0.5]), threshold).tolist() == [0, 1]
