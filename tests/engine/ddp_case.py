@@ -1,6 +1,7 @@
 """Train or evaluate a small semantic model on 1 or 2 CPU processes, for tests/engine/test_ddp.py.
 
     python ddp_case.py train OUT_DIR NUM_PROCESSES
+    python ddp_case.py resume OUT_DIR NUM_PROCESSES      # from OUT_DIR's last checkpoint
     python ddp_case.py eval OUT_DIR NUM_PROCESSES WEIGHTS
 
 Uses the built-in semantic data restricted to images with no ignored pixel: each rank's loss is then a
@@ -51,9 +52,9 @@ def _cfg(out_dir, test_sets="()"):
     return setup_cfg(CONFIG, opts)  # seeds as tools/train_net.py does (rank 0's model is broadcast)
 
 
-def train(out_dir):
+def train(out_dir, resume=False):
     trainer = Trainer(_cfg(out_dir))
-    trainer.resume_or_load(resume=False)
+    trainer.resume_or_load(resume=resume)
     trainer.train()
 
 
@@ -69,7 +70,7 @@ def evaluate(out_dir, weights):
 
 if __name__ == "__main__":
     mode, out, processes = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if mode == "train":
-        launch(train, processes, args=(out,))
+    if mode in ("train", "resume"):
+        launch(train, processes, args=(out, mode == "resume"))
     else:
         launch(evaluate, processes, args=(out, sys.argv[4]))

@@ -1,6 +1,7 @@
 """2-process Gloo training/evaluation on CPU equals 1 process with the same total batch."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,14 @@ def test_two_process_evaluation_equals_one(runs):
         assert one[task].keys() == two[task].keys()
         for metric, value in one[task].items():
             assert two[task][metric] == pytest.approx(value, rel=1e-9, nan_ok=True), (task, metric)
+
+
+def test_two_process_resume_equals_uninterrupted_two_process_run(runs, tmp_path):
+    for name in ("model_0000000.pth", "model_0000000.pth.sha256"):
+        shutil.copy(runs / "train2" / name, tmp_path / name)
+    (tmp_path / "last_checkpoint").write_text("model_0000000.pth")
+    run_case("resume", tmp_path, 2)  # every process resumes its own data stream from the checkpoint
+    expected, actual = _weights(runs / "train2" / "model_final.pth"), _weights(tmp_path / "model_final.pth")
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    state = torch.load(tmp_path / "model_0000000.pth", weights_only=True)["trainer"]["data"]
+    assert [s["train"]["next_position"] for s in state] == [1, 1]  # one sample per process per iteration
