@@ -1,8 +1,7 @@
-"""tools/convert.py as a user runs it: each subcommand writes what registers, bad input exits 2 naming the file."""
+"""tools/convert.py's subcommands (its main(), in this process): each writes what registers, bad input exits 2
+naming the file. (tests/data/test_own_data_end_to_end.py runs the converters before training on them.)"""
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,13 @@ def _main(*argv):
     return module.main([str(a) for a in argv])
 
 
-def test_flat_polygons_from_the_command_line(tmp_path):
+def test_flat_polygons(tmp_path, capsys):
     coco = {"images": [{"id": 1, "file_name": "a.png", "height": 8, "width": 8}], "categories": [{"id": 1, "name": "x"}],
             "annotations": [{"id": 4, "image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 3],
                              "segmentation": [1, 1, 4, 1, 4, 4]}]}
     (tmp_path / "flat.json").write_text(json.dumps(coco))
-    run = subprocess.run([sys.executable, str(TOOL), "flat-polygons", "--coco", str(tmp_path / "flat.json"), "--out",
-                          str(tmp_path / "nested.json")], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "1 flat polygon list(s) nested (annotation ids 4)" in run.stdout
+    assert _main("flat-polygons", "--coco", tmp_path / "flat.json", "--out", tmp_path / "nested.json") == 0
+    assert "1 flat polygon list(s) nested (annotation ids 4)" in capsys.readouterr().out
     assert json.loads((tmp_path / "nested.json").read_text())["annotations"][0]["segmentation"] == [[1, 1, 4, 1, 4, 4]]
 
 
