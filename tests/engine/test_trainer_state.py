@@ -1,0 +1,51 @@
+"""What Trainer puts in a checkpoint, and the warnings when a resume cannot be exact."""
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+import seg_d2  # noqa: F401
+from seg_d2.engine import Trainer, setup_cfg
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "builtin" / "semantic_unet.yaml"
+
+
+def trainer(tmp_path, *opts):
+    return Trainer(setup_cfg(str(CONFIG), ["MODEL.UNET.DEPTH", "2", "MODEL.UNET.BASE_CHANNELS", "8", "DATASETS.TEST",
+                                           "()", "OUTPUT_DIR", str(tmp_path), *opts]))
+
+
+@pytest.fixture
+def logs(caplog):
+    logging.getLogger("seg_d2").addHandler(caplog.handler)  # Detectron2's setup_logger stops propagation
+    yield caplog
+    logging.getLogger("seg_d2").removeHandler(caplog.handler)
+
+
+def test_state_holds_optimizer_seed_data_stream_and_threads(tmp_path):
+    state = trainer(tmp_path).state_dict()
+    assert {"optimizer"} <= state["_trainer"].keys() and {"LRScheduler", "ReseedEachIteration"} <= state["hooks"].keys()
+    assert state["hooks"]["ReseedEachIteration"] == {"seed": 0}  # configs/builtin: SEED 0
+    assert state["data"][0]["train"]["next_position"] == 0 and state["torch_threads"] == torch.get_num_threads()
+
+
+def test_a_random_seed_is_kept_in_the_checkpoint(tmp_path):
+    first = trainer(tmp_path, "SEED", "-1")
+    state = first.state_dict()
+    second = trainer(tmp_path, "SEED", "-1")
+    assert second.state_dict()["hooks"]["ReseedEachIteration"] != state["hooks"]["ReseedEachIteration"]
+    second.load_state_dict(state)
+    resumed = second.state_dict()
+    assert resumed["hooks"]["ReseedEachIteration"] == state["hooks"]["ReseedEachIteration"]
+    assert resumed["data"][0]["train"]["seed"] == state["data"][0]["train"]["seed"]
+
+
+def test_resume_that_cannot_be_exact_says_why(tmp_path, logs):
+    state = trainer(tmp_path).state_dict()
+    state["torch_threads"] = torch.get_num_threads() + 1
+    del state["_trainer"]
+    trainer(tmp_path, "SOLVER.IMS_PER_BATCH", "2").load_state_dict(state)
+    assert f"{torch.get_num_threads() + 1} torch threads, this one has {torch.get_num_threads()}" in logs.text
+    assert "holds no optimizer state" in logs.text
+    assert "batch_size_per_process: 4 -> 2" in logs.text
