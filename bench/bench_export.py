@@ -19,7 +19,6 @@ import time
 
 import seg_d2  # noqa: F401  (first: makes Detectron2 whole and registers seg_d2)
 
-import numpy as np
 import torch
 
 from detectron2.data import DatasetCatalog

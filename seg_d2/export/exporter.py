@@ -16,7 +16,7 @@ import logging
 import os
 import warnings
 from contextlib import ExitStack, contextmanager
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 from unittest import mock
 
 import torch
@@ -50,16 +50,14 @@ _DYNAMIC_AXES = {
 }
 
 
-class TracedModel:
-    """A traced model, its family and the names of its outputs (the order of the traced tuple)."""
+class TracedModel(NamedTuple):
+    """A traced model, its family, the names of its outputs (the order of the traced tuple) and the
+    (image, output_size) it was traced on."""
 
-    def __init__(self, module: torch.jit.ScriptModule, family: str, output_names: List[str],
-                 sample: Tuple[Tensor, Tensor]):
-        self.module, self.family, self.output_names, self.sample = module, family, output_names, sample
-
-    def __call__(self, image: Tensor, output_size: Tensor) -> Dict[str, Tensor]:
-        with torch.no_grad():
-            return dict(zip(self.output_names, self.module(image, output_size)))
+    module: torch.jit.ScriptModule
+    family: str
+    output_names: List[str]
+    sample: Tuple[Tensor, Tensor]
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 (seg_d2.export.TOLERANCES) on real images: built-in validation images, photos from ../shared/data at other
 sizes and aspect ratios (dynamic input and output sizes), and, for detectors, images with no detection."""
 import os
+from collections import namedtuple
 
 import numpy as np
 import onnx
@@ -80,9 +81,12 @@ def _images():
     return images
 
 
+# one exported config: its name, the model, {format: path}, the check images, PyTorch's detection counts
+Exported = namedtuple("Exported", "name model paths images counts")
+
+
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def exported(request, tmp_path_factory):
-    """(config name, model, {format: path}, check images) for one exported config."""
     name = request.param
     cfg = _cfg(name)
     torch.manual_seed(0)
@@ -91,34 +95,33 @@ def exported(request, tmp_path_factory):
     if CONFIGS[name] != "semantic":
         _with_and_without_detections(model, images[0], images[2])
     paths = export_model(cfg, str(tmp_path_factory.mktemp(name)), model=model, image=images[0])
-    return name, model, paths, images
+    counts = [_count(model, image) for image in images] if CONFIGS[name] != "semantic" else None
+    return Exported(name, model, paths, images, counts)
 
 
 def test_family(exported):
-    name, model, _, _ = exported
-    assert model_family(model) == CONFIGS[name]
+    assert model_family(exported.model) == CONFIGS[exported.name]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_reproduces_pytorch(exported, fmt):
     """Same outputs at each image's own size (shapes are compared too), within the stated tolerances."""
-    name, model, paths, images = exported
+    name, model, paths, images, counts = exported
     reports = check_export(paths[fmt], model, images)  # raises beyond seg_d2.export.TOLERANCES
     assert len(reports) == len(images)
-    if CONFIGS[name] != "semantic":  # the same count as PyTorch on each, and that count was 0 somewhere
+    if counts:  # the same count as PyTorch on each image, and that count was 0 on some
         assert all(report["detections"] == 0 for report in reports)
-        counts = [_count(model, image) for image in images]
         assert 0 in counts and max(counts) > 0, counts
 
 
 def test_check_images_include_a_shared_photo(exported):
     if not os.path.isdir(SHARED):
         pytest.skip(f"{SHARED} absent (the shared real-image data): checked on the built-in images only")
-    assert exported[3][-1].shape == (338, 500, 3)
+    assert exported.images[-1].shape == (338, 500, 3)
 
 
 def test_onnx_graph_has_only_standard_ops(exported):
-    _, _, paths, _ = exported
+    paths = exported.paths
     graph = onnx.load(paths["onnx"])
     onnx.checker.check_model(graph)
     assert {o.domain for o in graph.opset_import} <= {"", "ai.onnx"}
@@ -135,7 +138,7 @@ def test_non_standard_op_is_found(tmp_path):
 
 def test_parity_check_catches_a_wrong_export(exported, tmp_path):
     """The checks can fail: perturb one weight of the PyTorch model and the export no longer matches."""
-    name, model, paths, images = exported
+    name, model, paths, images, _ = exported
     if name != "mask_rcnn_R18_shapes":
         pytest.skip("one model is enough")
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
