@@ -23,23 +23,25 @@ REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 SHARED = os.path.join(REPO, "..", "shared", "data")
 SHARED_PHOTO = os.path.join(SHARED, "voc-labelme", "JPEGImages", "2011_000003.jpg")  # 500x338
 
-# One config per distinct inference graph: the loss-only variants (dice, focal, ...) trace identically.
+# One config (under configs/) per distinct inference graph: the loss-only variants (dice, focal, ...) trace
+# identically, and the COCO-* / Semantic configs are these models on a ResNet-50 at COCO sizes.
 CONFIGS = {
-    "semantic_fpn_R18": "semantic",
-    "semantic_unet": "semantic",
-    "semantic_deeplabv3plus_R18": "semantic",
-    "segformer_b0": "semantic",
-    "mask_rcnn_R18_shapes": "instance",
-    "mask_rcnn_R18_shapes_cascade_scoring": "instance",
-    "panoptic_fpn_R18_demo": "panoptic",
-    "panoptic_seg_d2_R18_deeplabv3plus_scoring": "panoptic",
+    "builtin/semantic_fpn_R18": "semantic",
+    "builtin/semantic_unet": "semantic",
+    "builtin/semantic_deeplabv3plus_R18": "semantic",
+    "builtin/segformer_b0": "semantic",
+    "timm/semantic_fpn_efficientnet_b0_shapes": "semantic",  # a timm backbone, RGB input
+    "builtin/mask_rcnn_R18_shapes": "instance",
+    "builtin/mask_rcnn_R18_shapes_cascade_scoring": "instance",
+    "builtin/panoptic_fpn_R18_demo": "panoptic",
+    "builtin/panoptic_seg_d2_R18_deeplabv3plus_scoring": "panoptic",
 }
 
 
 def _cfg(name):
     cfg = get_cfg()
     seg_d2.add_seg_d2_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "builtin", name + ".yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", name + ".yaml"))
     return cfg
 
 
@@ -94,7 +96,7 @@ def exported(request, tmp_path_factory):
     images = _images()
     if CONFIGS[name] != "semantic":
         _with_and_without_detections(model, images[0], images[2])
-    paths = export_model(cfg, str(tmp_path_factory.mktemp(name)), model=model, image=images[0])
+    paths = export_model(cfg, str(tmp_path_factory.mktemp(name.replace("/", "_"))), model=model, image=images[0])
     counts = [_count(model, image) for image in images] if CONFIGS[name] != "semantic" else None
     return Exported(name, model, paths, images, counts)
 
@@ -139,7 +141,7 @@ def test_non_standard_op_is_found(tmp_path):
 def test_parity_check_catches_a_wrong_export(exported, tmp_path):
     """The checks can fail: perturb one weight of the PyTorch model and the export no longer matches."""
     name, model, paths, images, _ = exported
-    if name != "mask_rcnn_R18_shapes":
+    if name != "builtin/mask_rcnn_R18_shapes":
         pytest.skip("one model is enough")
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     saved = conv.weight.data.clone()
