@@ -229,7 +229,7 @@ def _check_reference(value, known, path, what, kind):
         raise ValueError(f"{path}: {what} refers to unknown {kind} id {value!r}")
 
 
-# Boxes Detectron2 trains on as nothing: it clips boxes to the image and drops the empty ones.
+# Boxes that Detectron2's training clips to the image, dropping those left empty: silently, so counted here.
 _BOX_DEFECTS = {
     "zero-area": "have a zero width or height",
     "outside": "lie entirely outside their image",
