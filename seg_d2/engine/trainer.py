@@ -60,10 +60,7 @@ class Trainer(DefaultTrainer):
         """DefaultTrainer's hooks, with the iteration reseeding first, seg_d2's checkpointer in place of
         Detectron2's (on every process), and the skipped-samples report before the writers' last write."""
         built = [h for h in super().build_hooks() if not isinstance(h, hooks.PeriodicCheckpointer)]
-        self._data_streams = {"train": self.data_loader}
-        # PreciseBN's own training loader: its position is part of the state too (Detectron2 names it _data_loader).
-        self._data_streams.update({"precise_bn": h._data_loader for h in built if isinstance(h, hooks.PreciseBN)})
-        self._data_streams = {k: v for k, v in self._data_streams.items() if isinstance(v, ResumableTrainLoader)}
+        self._data_streams = self._resumable_data_streams(built)
         self._gathered_data_states = None
         evaluation = next(i for i, h in enumerate(built) if isinstance(h, hooks.EvalHook))
         built.insert(evaluation, PeriodicCheckpointer(self.cfg.SOLVER.CHECKPOINT_PERIOD, self.cfg.SOLVER.CHECKPOINT_KEEP))
@@ -71,6 +68,18 @@ class Trainer(DefaultTrainer):
         built.insert(writers, SkippedSamplesReport())
         built.insert(0, ReseedEachIteration(run_seed(self.cfg)))
         return training_hooks(self.cfg, built)
+
+    def _resumable_data_streams(self, built_hooks):
+        """{name: loader} of the training data streams whose positions go into checkpoints."""
+        streams = {"train": self.data_loader}
+        # PreciseBN reads its own training loader (Detectron2 keeps it in _data_loader)
+        streams.update({"precise_bn": h._data_loader for h in built_hooks if isinstance(h, hooks.PreciseBN)})
+        for name, loader in list(streams.items()):
+            if not isinstance(loader, ResumableTrainLoader):
+                logging.getLogger(__name__).warning(f"The {name!r} data loader is not a ResumableTrainLoader: "
+                                                    "--resume restarts its stream, so a resumed run is not exact")
+                del streams[name]
+        return streams
 
     def _own_data_states(self):
         return {name: loader.state_dict() for name, loader in self._data_streams.items()}

@@ -6,14 +6,20 @@ import pytest
 import torch
 
 import seg_d2  # noqa: F401
+from detectron2.data import build_detection_train_loader
+
 from seg_d2.engine import Trainer, setup_cfg
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "builtin" / "semantic_unet.yaml"
 
 
+def tiny_cfg(tmp_path, *opts):
+    return setup_cfg(str(CONFIG), ["MODEL.UNET.DEPTH", "2", "MODEL.UNET.BASE_CHANNELS", "8", "DATASETS.TEST", "()",
+                                   "OUTPUT_DIR", str(tmp_path), *opts])
+
+
 def trainer(tmp_path, *opts):
-    return Trainer(setup_cfg(str(CONFIG), ["MODEL.UNET.DEPTH", "2", "MODEL.UNET.BASE_CHANNELS", "8", "DATASETS.TEST",
-                                           "()", "OUTPUT_DIR", str(tmp_path), *opts]))
+    return Trainer(tiny_cfg(tmp_path, *opts))
 
 
 @pytest.fixture
@@ -49,3 +55,13 @@ def test_resume_that_cannot_be_exact_says_why(tmp_path, logs):
     assert f"{torch.get_num_threads() + 1} torch threads, this one has {torch.get_num_threads()}" in logs.text
     assert "holds no optimizer state" in logs.text
     assert "batch_size_per_process: 4 -> 2" in logs.text
+
+
+def test_a_loader_that_cannot_resume_is_reported(tmp_path, logs):
+    class StockLoaderTrainer(Trainer):
+        @classmethod
+        def build_train_loader(cls, cfg):
+            return build_detection_train_loader(cfg)
+
+    assert StockLoaderTrainer(tiny_cfg(tmp_path)).state_dict()["data"] == [{}]
+    assert "The 'train' data loader is not a ResumableTrainLoader: --resume restarts its stream" in logs.text
