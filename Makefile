@@ -1,6 +1,6 @@
 # One-command set-up; every target is idempotent (a second run only checks the stamp).
 #   make demo   set up, then train + evaluate Panoptic FPN on the built-in data (prints mask AP and PQ)
-#   make test   set up, then run the test suite
+#   make test   set up, then run the test suite, then Detectron2 v0.6's own (tools/run_detectron2_tests.py)
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -25,6 +25,7 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+	$(PY) tools/run_detectron2_tests.py
 
 bench: setup
 	for script in $(filter-out bench/bench_common.py,$(wildcard bench/bench_*.py)); do $(PY) $$script || exit 1; done
