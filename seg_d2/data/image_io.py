@@ -140,20 +140,23 @@ def _read_tiff(path, window):
     return data if window is None else np.array(_crop(data, window))
 
 
-def _to_yxc(data, axes, shape, path):
-    """TIFF axes (YX, YXS, SYX, ... with singleton extras) -> (H, W, C)."""
+def _tiff_layout(axes, shape, path):
+    """(axes kept, their sizes) of a TIFF series: Y, X and one band axis, singleton extras dropped."""
     keep = [i for i, (axis, n) in enumerate(zip(axes, shape)) if axis in "YX" or n > 1]
     kept = "".join(axes[i] for i in keep)
-    data = data.reshape([shape[i] for i in keep])
+    if kept not in ("YX", "SYX", "CYX", "YXS", "YXC"):  # S: samples (planar or not), C: ImageJ/OME channels
+        raise ImageReadError(f"{path}: TIFF axes {axes} of shape {tuple(shape)}; seg_d2 reads one 2D image with "
+                             "bands (YX, YXS, SYX, CYX)")
+    return kept, [shape[i] for i in keep]
+
+
+def _to_yxc(data, axes, shape, path):
+    """TIFF axes (YX, YXS, SYX, ... with singleton extras) -> (H, W, C)."""
+    kept, sizes = _tiff_layout(axes, shape, path)
+    data = data.reshape(sizes)
     if kept == "YX":
         return data[:, :, None]
-    if kept in ("SYX", "CYX"):  # planar samples, or ImageJ/OME channels
-        return np.moveaxis(data, 0, -1)
-    if kept in ("YXS", "YXC"):
-        return data
-    raise ImageReadError(
-        f"{path}: TIFF axes {axes} of shape {tuple(shape)}; seg_d2 reads one 2D image with bands (YX, YXS, SYX, CYX)"
-    )
+    return np.moveaxis(data, 0, -1) if kept[0] in "SC" else data
 
 
 def _read_png16(path):
@@ -242,8 +245,8 @@ def image_size(path):
     try:
         if head.startswith(_TIFF_SIGNATURES):
             with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                return _to_yxc(np.empty(series.shape, np.uint8), series.axes, series.shape, path).shape[:2]
+                kept, sizes = _tiff_layout(tif.series[0].axes, tif.series[0].shape, path)
+                return sizes[kept.index("Y")], sizes[kept.index("X")]
         if head.startswith(_NPY_SIGNATURE):
             return _npy_yxc(np.load(path, mmap_mode="r"), path).shape[:2]
         with Image.open(path) as image:

@@ -125,6 +125,7 @@ def test_tiff_layouts_and_band_selection(tmp_path):
     tifffile.imwrite(tmp_path / "planar.tif", bands, photometric="rgb", planarconfig="separate")
     tifffile.imwrite(tmp_path / "contig.tif", np.moveaxis(bands, 0, -1), photometric="rgb", extrasamples=[0])
     for name in ("planar.tif", "contig.tif"):
+        assert image_size(str(tmp_path / name)) == (9, 11)
         np.testing.assert_array_equal(read_bands(str(tmp_path / name)), np.moveaxis(bands[:3], 0, -1))
         false_colour = read_image(str(tmp_path / name), "RGB", "none", bands=(3, 0, 1))
         np.testing.assert_array_equal(false_colour, np.moveaxis(bands[[3, 0, 1]], 0, -1))
