@@ -11,5 +11,5 @@ setup(
     ext_modules=[Extension("seg_d2.evaluation._png_ids", ["seg_d2/evaluation/_png_ids.c"], optional=True)],
     # Detectron2 itself comes from tools/install_detectron2.py (it is not on PyPI under its name);
     # exact versions live in requirements/.
-    install_requires=["torch>=2.0", "torchvision", "numpy", "fvcore", "pycocotools", "opencv-python-headless", "scipy", "deflate"],
+    install_requires=["torch>=2.0", "torchvision", "numpy", "fvcore", "pycocotools", "opencv-python-headless", "scipy", "deflate", "msgspec"],
 )

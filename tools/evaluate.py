@@ -13,21 +13,27 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 
 import seg_d2  # noqa: F401  (before detectron2)
-from seg_d2.evaluation import EvaluationInputError, evaluate_coco, evaluate_sem_seg_files, pq_compute
+from seg_d2.evaluation import EvaluationInputError, evaluate_sem_seg_files, pq_compute, run_cocoeval
+from seg_d2.evaluation.coco_mask_ap import ENGINES, coco_metrics
 from seg_d2.evaluation.panoptic_quality import PQ_ENGINES
-from seg_d2.evaluation.coco_mask_ap import ENGINES
+from seg_d2.evaluation.sem_seg_evaluator import PREDICTED_ONLY
 from seg_d2.evaluation.validation import load_json
 
 
 def _instances(args):
-    names = {c["id"]: c.get("name", str(c["id"])) for c in load_json(args.gt)["categories"]}
-    out = {}
-    for iou_type in args.iou_type:
-        out[iou_type] = evaluate_coco(args.gt, args.results, iou_type, args.engine,
-                                      class_names=[names[c] for c in sorted(names)])
-    return out
+    results = {iou_type: run_cocoeval(args.gt, args.results, iou_type, args.engine) for iou_type in args.iou_type}
+    names = _class_names(load_json(args.gt)["categories"])  # a checked ground truth by now
+    return {iou_type: coco_metrics(result, iou_type, names) for iou_type, result in results.items()}
+
+
+def _class_names(categories):
+    """Names in category-id order, "name (id N)" where a name repeats, so that no AP-<name> hides another."""
+    repeats = Counter(c["name"] for c in categories)
+    return [c["name"] if repeats[c["name"]] == 1 else f"{c['name']} (id {c['id']})"
+            for c in sorted(categories, key=lambda c: c["id"])]
 
 
 def _panoptic(args):
@@ -52,7 +58,8 @@ def _semantic(args):
             raise EvaluationInputError(f"{os.path.join(args.pred_dir, f)}: no ground truth {gt}")
         pairs.append((gt, os.path.join(args.pred_dir, f)))
     names = args.class_names.split(",") if args.class_names else None
-    return {"sem_seg": evaluate_sem_seg_files(pairs, args.num_classes, names, args.ignore_label, args.dilation_ratio)}
+    return {"sem_seg": evaluate_sem_seg_files(pairs, args.num_classes, names, args.ignore_label, args.dilation_ratio,
+                                              args.predicted_only)}
 
 
 def _print_table(results):
@@ -89,6 +96,9 @@ def _parser():
     sem.add_argument("--ignore-label", type=int, default=255)
     sem.add_argument("--class-names", help="comma-separated")
     sem.add_argument("--dilation-ratio", type=float, default=0.02)
+    sem.add_argument("--predicted-only", choices=sorted(PREDICTED_ONLY), default="zero",
+                     help="a class only predicted: zero = IoU 0, in the means (Detectron2's mIoU); "
+                          "nan = left out of the means (echoed as predicted_only_IoU)")
     sem.set_defaults(run=_semantic)
     return p
 

@@ -1,64 +1,37 @@
 """Exact, fast evaluation: COCO box/mask AP, Panoptic Quality, semantic metrics (IoU, Dice, Boundary IoU).
 
 Evaluators are Detectron2 DatasetEvaluators; the functions evaluate files offline (tools/evaluate.py).
+Names are imported on first use (PEP 562), so that, e.g., offline COCO AP does not import the panoptic,
+semantic or Detectron2-based modules.
 """
-from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOPanopticEvaluator
+import importlib
 
-from .coco_mask_ap import FastCOCOEvaluator, evaluate_coco, run_cocoeval
-from .panoptic_evaluator import PanopticQualityEvaluator
-from .panoptic_quality import PQStats, pq_compute, pq_image_stats
-from .sem_seg_evaluator import SemSegMetricsEvaluator, evaluate_sem_seg_files, sem_seg_image_stats, sem_seg_metrics
-from .validation import EvaluationInputError
-
-__all__ = [
-    "EvaluationInputError",
-    "FastCOCOEvaluator",
-    "PQStats",
-    "PanopticQualityEvaluator",
-    "SemSegMetricsEvaluator",
-    "build_evaluators",
-    "evaluate_coco",
-    "evaluate_sem_seg_files",
-    "pq_compute",
-    "pq_image_stats",
-    "run_cocoeval",
-    "sem_seg_image_stats",
-    "sem_seg_metrics",
-]
-
-
-def _panoptic(cfg, dataset_name, output_dir):
-    if cfg.SEG_D2.EVALUATION.PANOPTIC_ENGINE == "panopticapi":
-        return COCOPanopticEvaluator(dataset_name, output_dir)
-    if cfg.SEG_D2.EVALUATION.PANOPTIC_ENGINE != "seg_d2":
-        raise ValueError("SEG_D2.EVALUATION.PANOPTIC_ENGINE must be 'seg_d2' or 'panopticapi'")
-    return PanopticQualityEvaluator(dataset_name, output_dir)
-
-
-def _coco(cfg, dataset_name, output_dir):
-    return FastCOCOEvaluator(dataset_name, output_dir=output_dir, engine=cfg.SEG_D2.EVALUATION.COCO_ENGINE)
-
-
-def _sem_seg(cfg, dataset_name, output_dir):
-    ratio = cfg.SEG_D2.EVALUATION.BOUNDARY_DILATION_RATIO
-    return SemSegMetricsEvaluator(dataset_name, output_dir=output_dir, dilation_ratio=ratio)
-
-
-_BY_TYPE = {
-    "coco": (_coco,),
-    "sem_seg": (_sem_seg,),
-    "coco_panoptic_seg": (_panoptic, _coco, _sem_seg),
+_EXPORTS = {
+    "AnnotationIdZeroWarning": "coco_inputs",
+    "EvaluationInputError": "validation",
+    "FastCOCOEvaluator": "coco_evaluator",
+    "PQStats": "panoptic_quality",
+    "PanopticQualityEvaluator": "panoptic_evaluator",
+    "SemSegMetricsEvaluator": "sem_seg_evaluator",
+    "build_evaluators": "build",
+    "evaluate_coco": "coco_mask_ap",
+    "evaluate_sem_seg_files": "sem_seg_evaluator",
+    "pq_compute": "panoptic_quality",
+    "pq_image_stats": "panoptic_quality",
+    "run_cocoeval": "coco_mask_ap",
+    "sem_seg_image_stats": "sem_seg_evaluator",
+    "sem_seg_metrics": "sem_seg_evaluator",
 }
+__all__ = sorted(_EXPORTS)
 
 
-def build_evaluators(cfg, dataset_name, output_dir):
-    """The seg_d2 evaluators for ``MetadataCatalog.get(dataset_name).evaluator_type``.
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-    "coco" -> FastCOCOEvaluator; "sem_seg" -> SemSegMetricsEvaluator; "coco_panoptic_seg" (panoptic-separated
-    datasets) -> panoptic (PANOPTIC_ENGINE) + COCO instance AP + semantic metrics.
-    """
-    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
-    if evaluator_type not in _BY_TYPE:
-        raise NotImplementedError(f"no seg_d2 evaluator for dataset {dataset_name} of type {evaluator_type!r}")
-    return [make(cfg, dataset_name, output_dir) for make in _BY_TYPE[evaluator_type]]
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -4,25 +4,25 @@ pycocotools' COCOeval defines the numbers (and stays the test oracle). ultrafast
 reproduce them bit for bit at 25-30x the speed; ``engine="auto"`` takes hotcoco (fastest side by side in
 bench/bench_evaluation.py: 1.5-2x ultrafast's speed), then ultrafast-pycocotools, then pycocotools.
 
+Every engine is given the same checked input (:mod:`seg_d2.evaluation.coco_inputs`), so every engine
+gives the same numbers on every input, or the same error naming the file and the id.
+
 Kept on purpose: pycocotools' ``loadRes`` takes a detection's area from its ``bbox`` when it has one,
 also for mask AP, which moves APs/m/l. Offline evaluation keeps that quirk (a results file means what
 pycocotools says it means); Detectron2's COCOEvaluator drops the boxes for mask AP, and so does
-:class:`FastCOCOEvaluator` (``drop_bbox_for_segm``) so that it reproduces Detectron2's numbers.
+:class:`~seg_d2.evaluation.coco_evaluator.FastCOCOEvaluator` (``drop_bbox_for_segm``) so that it
+reproduces Detectron2's numbers. Nothing here imports torch or Detectron2.
 """
 import contextlib
 import importlib
 import io
-import itertools
-import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from detectron2.evaluation import COCOEvaluator
-from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
-from detectron2.utils.file_io import PathManager
-from pycocotools import mask as mask_util
 
-from .validation import EvaluationInputError, check_coco_ground_truth, check_coco_results, load_json
+from .coco_inputs import ground_truth, results_for_engine
+from .validation import gc_paused
 
 # engine name -> (module with COCO, module with COCOeval), fastest first (bench/bench_evaluation.py)
 _ENGINES = {
@@ -82,15 +82,15 @@ def _summary_stats(precision, recall, params):
     )
 
 
-def _as_dataset(gt, source="ground truth"):
-    """A COCO ground truth as a dict, from a path, a dict or any COCO API object."""
-    dataset = gt.dataset if hasattr(gt, "dataset") else load_json(gt)
-    check_coco_ground_truth(dataset, source)
-    return dataset
+def _check_arguments(iou_type, max_dets):
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    if len(max_dets) != 3 or list(max_dets) != sorted(set(max_dets)):
+        raise ValueError(f"max_dets must be 3 increasing numbers, got {max_dets}")
 
 
 def run_cocoeval(gt, results, iou_type, engine="auto", max_dets=(1, 10, 100), img_ids=None,
-                 drop_bbox_for_segm=False, results_source="results"):
+                 drop_bbox_for_segm=False, gt_source=None, results_source="results"):
     """Evaluate COCO results; returns a :class:`CocoEvalResult`.
 
     Args:
@@ -98,33 +98,21 @@ def run_cocoeval(gt, results, iou_type, engine="auto", max_dets=(1, 10, 100), im
         results (list[dict] or str): COCO results (RLE or polygon masks), or the path of their JSON.
         iou_type (str): "bbox" or "segm".
         max_dets (tuple[int]): COCOeval's maxDets (3 entries; AP uses the third).
-    """
-    if iou_type not in ("bbox", "segm"):
-        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
-    if len(max_dets) != 3 or list(max_dets) != sorted(set(max_dets)):
-        raise ValueError(f"max_dets must be 3 increasing numbers, got {max_dets}")
-    source = gt if isinstance(gt, (str, os.PathLike)) else "ground truth"
-    dataset = _as_dataset(gt, source)
-    if isinstance(results, (str, os.PathLike)):
-        results_source, results = os.fspath(results), load_json(results)
-    key = "segmentation" if iou_type == "segm" else "bbox"
-    check_coco_results(results, dataset, results_source, (key,), f" for {iou_type} AP")
-    name = resolve_engine(engine)
-    if name != "hotcoco":
-        # pycocotools' / ultrafast's loadRes write id/area/iscrowd into each detection: work on copies.
-        # hotcoco's reads them without writing (tests/evaluation pin that), so only edited ones are copied.
-        results = list(map(dict, results))
-    if iou_type == "segm":
-        results = _segm_results(results, dataset, drop_bbox_for_segm)
+        gt_source, results_source (str): how messages name in-memory ``gt`` / ``results`` (a path names
+            itself).
 
+    Raises:
+        EvaluationInputError: malformed input, the same for every engine; the message names file and id.
+    """
+    _check_arguments(iou_type, max_dets)
+    name = resolve_engine(engine)
     coco_cls = importlib.import_module(_ENGINES[name][0]).COCO
     eval_cls = importlib.import_module(_ENGINES[name][1]).COCOeval
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), gc_paused():
+        dataset = ground_truth(gt, iou_type, gt_source)
         coco_gt = _make_coco(coco_cls, name, dataset)
-        if results:
-            coco_dt = coco_gt.loadRes(results)
-        else:  # pycocotools' loadRes fails on []; no detections still scores (AP 0 where GT exists)
-            coco_dt = _make_coco(coco_cls, name, {**dataset, "annotations": []})
+        coco_dt = _load_results(coco_gt, coco_cls, name, dataset, results, results_source, iou_type,
+                                drop_bbox_for_segm)
         ev = eval_cls(coco_gt, coco_dt, iou_type)
         params = ev.params
         params.maxDets = list(max_dets)
@@ -137,26 +125,25 @@ def run_cocoeval(gt, results, iou_type, engine="auto", max_dets=(1, 10, 100), im
     return CocoEvalResult(_summary_stats(precision, recall, ev.params), precision, recall, ev.params)
 
 
-def _segm_results(results, dataset, drop_bbox):
-    """``results`` with polygons as RLE and (``drop_bbox``) without boxes; edited detections are copies."""
-    if not drop_bbox and not any(isinstance(r["segmentation"], list) for r in results):
-        return results
-    sizes = {im["id"]: (im["height"], im["width"]) for im in dataset["images"]}
-    out = []
-    for r in results:
-        if drop_bbox and "bbox" in r:
-            r = {k: v for k, v in r.items() if k != "bbox"}
-        if isinstance(r["segmentation"], list):
-            r = {**r, "segmentation": _polygons_to_rle(r["segmentation"], *sizes[r["image_id"]])}
-        out.append(r)
-    return out
+def _load_results(coco_gt, coco_cls, name, dataset, results, source, iou_type, drop_bbox_for_segm):
+    """The engine's COCO object of the checked ``results``. hotcoco reads a results file in a second
+    thread (it releases the GIL) while seg_d2 checks the same file; the reading is kept when the checks
+    hand on the file as it is (see coco_inputs.results_for_engine)."""
+    def checked():
+        return results_for_engine(results, dataset, source, iou_type, name, drop_bbox_for_segm)
 
-
-def _polygons_to_rle(polygons, h, w):
-    """Polygon masks -> RLE, as pycocotools' annToRLE would (its loadRes cannot take polygons alone)."""
-    rle = mask_util.merge(mask_util.frPyObjects(polygons, h, w)) if polygons else (
-        mask_util.encode(np.zeros((h, w, 1), np.uint8, order="F"))[0])
-    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+    if name == "hotcoco" and isinstance(results, (str, os.PathLike)):
+        with ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(coco_gt.loadRes, os.fspath(results))
+            ready = checked()
+            if isinstance(ready, str):
+                return reading.result()
+    else:
+        ready = checked()
+    if ready:
+        return coco_gt.loadRes(ready)
+    # pycocotools' loadRes fails on []; no detections still scores (AP 0 where GT exists)
+    return _make_coco(coco_cls, name, {**dataset, "annotations": []})
 
 
 def _make_coco(coco_cls, name, dataset):
@@ -198,63 +185,3 @@ def evaluate_coco(gt, results, iou_type="segm", engine="auto", class_names=None,
         evaluate_coco("instances_val.json", "segm_results.json", "segm")["AP"]
     """
     return coco_metrics(run_cocoeval(gt, results, iou_type, engine, **kwargs), iou_type, class_names)
-
-
-class FastCOCOEvaluator(COCOEvaluator):
-    """Detectron2's COCOEvaluator with box/mask AP from a fast exact engine.
-
-    Same constructor and outputs as COCOEvaluator (``use_fast_impl`` is replaced by ``engine``);
-    keypoints stay with pycocotools. Numbers equal COCOEvaluator(use_fast_impl=False).
-    """
-
-    def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *, engine="auto", **kwargs):
-        kwargs.pop("use_fast_impl", None)
-        super().__init__(dataset_name, tasks, distributed, output_dir, use_fast_impl=False, **kwargs)
-        self._engine = resolve_engine(engine)
-
-    def _eval_predictions(self, predictions, img_ids=None):
-        coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
-        self._unmap_category_ids(coco_results)
-        self._dump_results(coco_results)
-        if not self._do_evaluation:
-            self._logger.info("Annotations are not available for evaluation.")
-            return
-        tasks = self._tasks or self._tasks_from_predictions(coco_results)
-        self._logger.info(f"Evaluating predictions with the exact '{self._engine}' COCO engine ...")
-        for task in sorted(tasks):
-            if not coco_results:
-                coco_eval = None  # as COCOEvaluator: no predictions -> NaN
-            elif task == "keypoints":
-                coco_eval = _evaluate_predictions_on_coco(
-                    self._coco_api, coco_results, task, kpt_oks_sigmas=self._kpt_oks_sigmas,
-                    use_fast_impl=False, img_ids=img_ids, max_dets_per_image=self._max_dets_per_image,
-                )
-            else:
-                coco_eval = run_cocoeval(
-                    self._coco_api, coco_results, task, self._engine, max_dets=self._max_dets_per_image,
-                    img_ids=img_ids, drop_bbox_for_segm=True,
-                )
-            self._results[task] = self._derive_coco_results(
-                coco_eval, task, class_names=self._metadata.get("thing_classes")
-            )
-
-    def _unmap_category_ids(self, coco_results):
-        """Contiguous training ids back to the dataset's category ids."""
-        mapping = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
-        if mapping is None:
-            return
-        reverse = {v: k for k, v in mapping.items()}
-        for r in coco_results:
-            if r["category_id"] not in reverse:
-                raise EvaluationInputError(
-                    f"a prediction has class {r['category_id']}, but the dataset has {len(reverse)} classes"
-                )
-            r["category_id"] = reverse[r["category_id"]]
-
-    def _dump_results(self, coco_results):
-        if not self._output_dir:
-            return
-        path = os.path.join(self._output_dir, "coco_instances_results.json")
-        self._logger.info(f"Saving results to {path}")
-        with PathManager.open(path, "w") as f:
-            json.dump(coco_results, f)

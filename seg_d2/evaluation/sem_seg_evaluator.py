@@ -7,8 +7,15 @@ barely notices. A pixel is in the band when some pixel within Chebyshev distance
 label or lies outside the image (the paper's repeated 3x3 erosion). Ignored pixels are left out of
 every count, but still separate regions.
 
-Classes absent from both prediction and ground truth get NaN and stay out of the means; a class only
-predicted scores IoU 0 (Detectron2's SemSegEvaluator counts it the same way in its mIoU).
+Classes absent from both prediction and ground truth get NaN and stay out of the means. A class that is
+only predicted (no ground-truth pixel) is the ``predicted_only`` convention, echoed in every result as
+``predicted_only_IoU`` (the score such a class gets):
+
+- ``"zero"`` (default): it scores IoU, Dice and Boundary IoU 0 and counts in the means, as in mmseg and
+  torchmetrics, and as Detectron2's SemSegEvaluator counts it in its mIoU (its per-class IoU shows NaN
+  for that class all the same: its mIoU divides by the classes present in either map);
+- ``"nan"``: it gets NaN and stays out of the means (means over the classes in the ground truth), as
+  Detectron2's per-class IoU table shows it.
 """
 import json
 import logging
@@ -100,8 +107,18 @@ def _nanmean(x):
     return float(x.mean()) if x.size else float("nan")
 
 
-def sem_seg_metrics(stats, class_names):
-    """Metrics in percent: mIoU, mDice, fwIoU, mACC, pACC, mBIoU and per class IoU-/Dice-/ACC-/BIoU-<name>."""
+PREDICTED_ONLY = {"zero": 0.0, "nan": float("nan")}  # convention -> the score of a class only predicted
+
+
+def _check_predicted_only(predicted_only):
+    if predicted_only not in PREDICTED_ONLY:
+        raise ValueError(f"predicted_only must be one of {sorted(PREDICTED_ONLY)}, got {predicted_only!r}")
+
+
+def sem_seg_metrics(stats, class_names, predicted_only="zero"):
+    """Metrics in percent: mIoU, mDice, fwIoU, mACC, pACC, mBIoU, per class IoU-/Dice-/ACC-/BIoU-<name>,
+    and ``predicted_only_IoU``, the score of a class only predicted (``predicted_only``: see the module)."""
+    _check_predicted_only(predicted_only)
     tp = np.diag(stats.confusion).astype(np.float64)
     pos_gt = stats.confusion.sum(1).astype(np.float64)
     pos_pred = stats.confusion.sum(0).astype(np.float64)
@@ -111,6 +128,9 @@ def sem_seg_metrics(stats, class_names):
         "ACC": _ratio(tp, pos_gt),
         "BIoU": _ratio(stats.boundary_inter, stats.boundary_gt + stats.boundary_pred - stats.boundary_inter),
     }
+    only_predicted = (pos_gt == 0) & (pos_pred > 0)
+    for key in ("IoU", "Dice", "BIoU"):
+        per_class[key][only_predicted] = PREDICTED_ONLY[predicted_only]
     total = pos_gt.sum()
     present = pos_gt > 0
     res = {
@@ -124,6 +144,7 @@ def sem_seg_metrics(stats, class_names):
     for key, values in per_class.items():
         for name, v in zip(class_names, values):
             res[f"{key}-{name}"] = 100 * float(v)
+    res["predicted_only_IoU"] = PREDICTED_ONLY[predicted_only]
     return res
 
 
@@ -143,14 +164,15 @@ def read_label_png(path, expected_shape=None):
     return labels
 
 
-def evaluate_sem_seg_files(pairs, num_classes, class_names=None, ignore_label=255, dilation_ratio=0.02):
+def evaluate_sem_seg_files(pairs, num_classes, class_names=None, ignore_label=255, dilation_ratio=0.02,
+                           predicted_only="zero"):
     """Metrics over (gt PNG, pred PNG) path pairs; see :func:`sem_seg_metrics`."""
     stats = SemSegStats.zeros(num_classes)
     for gt_path, pred_path in pairs:
         gt = read_label_png(gt_path)
         pred = read_label_png(pred_path, gt.shape)
         stats += sem_seg_image_stats(gt, pred, num_classes, ignore_label, dilation_ratio, source=pred_path)
-    return sem_seg_metrics(stats, class_names or [str(i) for i in range(num_classes)])
+    return sem_seg_metrics(stats, class_names or [str(i) for i in range(num_classes)], predicted_only)
 
 
 class SemSegMetricsEvaluator(DatasetEvaluator):
@@ -158,10 +180,11 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
 
     Same constructor; reads ``sem_seg_file_name`` from the dataset dicts, ``stuff_classes`` and
     ``ignore_label`` from the metadata. Gathers only the small per-class sums across processes.
+    ``predicted_only``: how a class only predicted scores (see the module; default "zero").
     """
 
     def __init__(self, dataset_name, distributed=True, output_dir=None, *, num_classes=None,
-                 ignore_label=None, dilation_ratio=0.02):
+                 ignore_label=None, dilation_ratio=0.02, predicted_only="zero"):
         meta = MetadataCatalog.get(dataset_name)
         self._distributed = distributed
         self._output_dir = output_dir
@@ -169,6 +192,8 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
         self._num_classes = num_classes or len(self._class_names)
         self._ignore_label = ignore_label if ignore_label is not None else meta.get("ignore_label", 255)
         self._dilation_ratio = dilation_ratio
+        _check_predicted_only(predicted_only)  # a bad value fails here, not after the whole evaluation
+        self._predicted_only = predicted_only
         self._gt_file = {d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(dataset_name)}
 
     def reset(self):
@@ -196,7 +221,7 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
             stats = SemSegStats.zeros(self._num_classes)
             for s in gathered:
                 stats += s
-        res = sem_seg_metrics(stats, self._class_names)
+        res = sem_seg_metrics(stats, self._class_names, self._predicted_only)
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
             with PathManager.open(os.path.join(self._output_dir, "sem_seg_metrics.json"), "w") as f:

@@ -1,29 +1,76 @@
 """Input checks shared by the evaluators and ``tools/evaluate.py``.
 
 Every error names the file (or image) and the offending id, so a bad results file is fixed in one go
-instead of surfacing as a KeyError deep inside an evaluation engine.
+instead of surfacing as a KeyError deep inside an evaluation engine. COCO instances inputs are checked in
+:mod:`seg_d2.evaluation.coco_inputs`, on the record checks of :mod:`seg_d2.data.coco_checks`.
 """
+import contextlib
+import gc
 import json
 import os
 from collections import Counter
-from operator import itemgetter
+
+import msgspec
+
+from seg_d2.data.coco_checks import COCOFormatError
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(COCOFormatError):
     """Ground truth or predictions that cannot be evaluated; the message names the file and the id."""
 
 
+@contextlib.contextmanager
+def as_input_error():
+    """Re-raise the record checks' COCOFormatError as EvaluationInputError, the one error evaluation raises."""
+    try:
+        yield
+    except EvaluationInputError:
+        raise
+    except COCOFormatError as e:
+        raise EvaluationInputError(str(e)) from e
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Parsing and checking create a container per JSON object; with a large heap (torch, Detectron2
+    imported) the full collections they trigger cost more than the work itself, and none is garbage."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_bytes(path):
+    """A file's bytes; a missing one is an EvaluationInputError naming it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as e:
+        raise EvaluationInputError(f"{path}: file not found") from e
+
+
 def load_json(path_or_dict):
-    """Load a JSON file with a clear error for a missing or malformed file; dicts/lists pass through."""
+    """Load a JSON file with a clear error for a missing or malformed file; dicts/lists pass through.
+
+    msgspec parses (3-4x Python's json here, bench/bench_evaluation.py); what it refuses goes to Python's
+    json: its NaN/Infinity tokens and numbers beyond 64 bits, which the checks then name, and its error
+    messages for really malformed files.
+    """
     if not isinstance(path_or_dict, (str, os.PathLike)):
         return path_or_dict
-    try:
-        with open(path_or_dict) as f:
-            return json.load(f)
-    except FileNotFoundError as e:
-        raise EvaluationInputError(f"{path_or_dict}: file not found") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EvaluationInputError(f"{path_or_dict}: malformed JSON ({e})") from e
+    data = read_bytes(path_or_dict)
+    with gc_paused():
+        try:
+            return msgspec.json.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        try:
+            return json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EvaluationInputError(f"{path_or_dict}: malformed JSON ({e})") from e
 
 
 def check_unique(ids, what, source):
@@ -98,49 +145,3 @@ def match_panoptic_annotations(gt, pred, gt_source, pred_source):
     if missing:
         raise EvaluationInputError(f"{pred_source}: no prediction for ground-truth image id {missing[0]}")
     return [(a, pred_by_image[a["image_id"]]) for a in gt["annotations"]], images, categories
-
-
-def check_coco_results(results, gt_dataset, source, extra_keys=(), missing_suffix=""):
-    """Detections must refer to ground-truth image and category ids and carry the needed fields.
-
-    ``extra_keys`` are further required fields (e.g. "segmentation"). One C-level pass gathers the ids
-    and set differences check them; only bad input takes the slow loop that names the first offender.
-    """
-    if not isinstance(results, list):
-        raise EvaluationInputError(f"{source}: a COCO results file must hold a JSON list")
-    image_ids = {im["id"] for im in gt_dataset.get("images", [])}
-    category_ids = {c["id"] for c in gt_dataset.get("categories", [])}
-    keys = ("image_id", "category_id", "score") + tuple(extra_keys)
-    try:
-        cols = list(zip(*map(itemgetter(*keys), results)))
-        bad = bool(cols) and not (set(cols[0]) <= image_ids and set(cols[1]) <= category_ids)
-    except (KeyError, TypeError):
-        bad = True
-    if bad:
-        _first_bad_result(results, image_ids, category_ids, keys, source, missing_suffix)
-
-
-def _first_bad_result(results, image_ids, category_ids, keys, source, missing_suffix):
-    """Raise for the first detection that lacks a field or names an unknown image / category id."""
-    for k, r in enumerate(results):
-        require_keys(r, keys[:3], f"{source}: detection #{k}")
-        if r["image_id"] not in image_ids:
-            raise EvaluationInputError(f"{source}: detection #{k} has image id {r['image_id']} not in the ground truth")
-        if r["category_id"] not in category_ids:
-            raise EvaluationInputError(
-                f"{source}: detection #{k} has category id {r['category_id']} not in the ground truth"
-            )
-    for k, r in enumerate(results):
-        for key in keys[3:]:
-            if key not in r:
-                raise EvaluationInputError(f"{source}: detection #{k} has no '{key}'{missing_suffix}")
-
-
-def check_coco_ground_truth(dataset, source):
-    """Unique image/category/annotation ids in a COCO instances ground truth."""
-    if not isinstance(dataset, dict):
-        raise EvaluationInputError(f"{source}: a COCO ground truth must be a JSON object")
-    require_keys(dataset, ["images", "categories"], source)
-    check_unique([im["id"] for im in dataset["images"]], "image", source)
-    check_unique([c["id"] for c in dataset["categories"]], "category", source)
-    check_unique([a["id"] for a in dataset.get("annotations", [])], "annotation", source)

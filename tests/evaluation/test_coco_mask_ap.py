@@ -10,91 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seg_d2  # noqa: F401
-from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from seg_d2.evaluation.coco_mask_ap import ENGINES, evaluate_coco, run_cocoeval
 from seg_d2.evaluation.validation import EvaluationInputError
-
-
-def _rle(mask):
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
-def _blob(rng, h, w):
-    y0, x0 = rng.integers(0, h), rng.integers(0, w)
-    y1, x1 = rng.integers(y0 + 1, h + 1), rng.integers(x0 + 1, w + 1)
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    m &= rng.random((h, w)) < rng.choice([1.0, 0.8])  # ragged masks: box and mask areas differ
-    if not m.any():
-        m[y0, x0] = True
-    return m
-
-
-def _polygon(m):
-    ys, xs = np.nonzero(m)
-    x0, y0, x1, y1 = float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
-    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
-
-
-def _case(seed, kind):
-    rng = np.random.default_rng(seed)
-    cats = [{"id": c, "name": f"c{c}"} for c in (1, 3, 7)[: int(rng.integers(1, 4))]]
-    images, anns, dets = [], [], []
-    with_box = rng.random() < 0.5  # pycocotools decides box-or-not from the first detection: all or none
-    for i in range(int(rng.integers(1, 5))):
-        h, w = int(rng.integers(8, 130)), int(rng.integers(8, 130))
-        images.append({"id": i + 10, "height": h, "width": w})
-        gt_masks = [] if kind == "empty_gt" else [_blob(rng, h, w) for _ in range(int(rng.integers(0, 6)))]
-        for m in gt_masks:
-            crowd = int(rng.random() < 0.15)
-            seg = _rle(m) if crowd or rng.random() < 0.7 else _polygon(m)
-            area = float(m.sum()) if isinstance(seg, dict) else float(mask_util.area(
-                mask_util.merge(mask_util.frPyObjects(seg, h, w))))
-            anns.append({"id": len(anns) + 1, "image_id": i + 10, "category_id": int(rng.choice([c["id"] for c in cats])),
-                         "segmentation": seg, "area": area, "bbox": mask_util.toBbox(_rle(m)).tolist(),
-                         "iscrowd": crowd})
-        if kind == "empty_pred":
-            continue
-        # detections: jittered copies of gt masks plus clutter; maybe with a box (area from the box!)
-        for m in gt_masks + [_blob(rng, h, w) for _ in range(int(rng.integers(0, 8)))]:
-            m = m ^ (rng.random((h, w)) < rng.choice([0.0, 0.05, 0.4]))
-            if not m.any():
-                continue
-            d = {"image_id": i + 10, "category_id": int(rng.choice([c["id"] for c in cats])),
-                 "score": float(rng.choice([0.5, rng.random()])), "segmentation": _rle(m)}
-            if with_box:
-                x, y, bw, bh = mask_util.toBbox(d["segmentation"]).tolist()
-                d["bbox"] = [x, y, bw * rng.uniform(1, 3), bh * rng.uniform(1, 3)]
-                if rng.random() < 0.3:  # pycocotools takes polygon results only on its box branch
-                    d["segmentation"] = _polygon(m)
-            dets.append(d)
-    return {"images": images, "categories": cats, "annotations": anns}, dets
-
-
-def _oracle(gt, dets, iou_type):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = gt
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes([dict(d) for d in dets]), iou_type)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
 
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["normal", "normal", "empty_gt"]),
        iou_type=st.sampled_from(["segm", "bbox"]))
-def test_every_engine_matches_pycocotools(seed, kind, iou_type):
-    gt, dets = _case(seed, kind)
+def test_every_engine_matches_pycocotools(coco, seed, kind, iou_type):
+    gt, dets = coco.case(seed, kind)
     if not dets or (iou_type == "bbox" and "bbox" not in dets[0]):
         return
-    ref = _oracle(gt, dets, iou_type)
+    ref = coco.oracle(gt, dets, iou_type)
     for engine in ENGINES:
         ours = run_cocoeval(gt, dets, iou_type, engine)
         np.testing.assert_allclose(ours.stats, ref.stats, atol=1e-9, rtol=0, err_msg=engine)
@@ -106,33 +34,35 @@ def test_every_engine_matches_pycocotools(seed, kind, iou_type):
             assert metrics[f"AP-{cat['id']}"] == pytest.approx(expected, abs=1e-9, nan_ok=True)
 
 
-def test_box_area_quirk_is_kept_offline_and_dropped_for_detectron2():
-    gt, dets = _case(13, "normal")
+def test_box_area_quirk_is_kept_offline_and_dropped_for_detectron2(coco):
+    gt, dets = coco.case(13, "normal")
     dets = [d for d in dets if isinstance(d["segmentation"], dict)]  # box-free pycocotools needs RLE
     assert dets
     for d in dets:
         d["bbox"] = [0.0, 0.0, 200.0, 200.0]  # every detection "large" by its box
-    ref = _oracle(gt, dets, "segm")
-    no_box = _oracle(gt, [{k: v for k, v in d.items() if k != "bbox"} for d in dets], "segm")
+    ref = coco.oracle(gt, dets, "segm")
+    no_box = coco.oracle(gt, [{k: v for k, v in d.items() if k != "bbox"} for d in dets], "segm")
     assert not np.allclose(ref.stats, no_box.stats)  # the case exercises the quirk
     np.testing.assert_allclose(run_cocoeval(gt, dets, "segm").stats, ref.stats, atol=1e-9, rtol=0)
     dropped = run_cocoeval(gt, dets, "segm", drop_bbox_for_segm=True).stats
     np.testing.assert_allclose(dropped, no_box.stats, atol=1e-9, rtol=0)
 
 
-def test_empty_predictions_score_zero_where_ground_truth_exists():
-    gt, _ = _case(5, "normal")
-    gt["annotations"].append({"id": 999, "image_id": gt["images"][0]["id"], "category_id": 1,
-                              "segmentation": _rle(np.ones((4, 4), bool)), "area": 16.0,
-                              "bbox": [0, 0, 4, 4], "iscrowd": 0})
+def test_empty_predictions_score_zero_where_ground_truth_exists(coco):
+    gt, _ = coco.case(5, "normal")
+    image = gt["images"][0]
+    mask = np.zeros((image["height"], image["width"]), bool)
+    mask[:4, :4] = True
+    gt["annotations"].append({"id": 999, "image_id": image["id"], "category_id": 1, "segmentation": coco.rle(mask),
+                              "area": 16.0, "bbox": [0, 0, 4, 4], "iscrowd": 0})
     for engine in ENGINES:
         assert evaluate_coco(gt, [], "segm", engine)["AP"] == 0.0
 
 
-def test_custom_max_dets_like_detectron2():
+def test_custom_max_dets_like_detectron2(coco):
     from detectron2.evaluation.coco_evaluation import COCOevalMaxDets
 
-    gt, dets = _case(21, "normal")
+    gt, dets = coco.case(21, "normal")
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = gt
@@ -150,14 +80,14 @@ def test_custom_max_dets_like_detectron2():
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda gt, d: d.__setitem__(0, {**d[0], "image_id": 4242}), "image id 4242 not in the ground truth"),
-        (lambda gt, d: d.__setitem__(0, {**d[0], "category_id": 55}), "category id 55 not in the ground truth"),
+        (lambda gt, d: d.__setitem__(0, {**d[0], "image_id": 4242}), "detection #0: image id 4242 is not in the ground truth's images"),
+        (lambda gt, d: d.__setitem__(0, {**d[0], "category_id": 55}), "detection #0: category id 55 is not in the ground truth's categories"),
         (lambda gt, d: gt["images"].append(dict(gt["images"][0])), "duplicate image id"),
-        (lambda gt, d: d[0].pop("segmentation"), "has no 'segmentation'"),
+        (lambda gt, d: d[0].pop("segmentation"), "detection #0: no 'segmentation' for segm AP"),
     ],
 )
-def test_bad_input_names_file_and_id(tmp_path, mutate, message):
-    gt, dets = _case(3, "normal")
+def test_bad_input_names_file_and_id(coco, tmp_path, mutate, message):
+    gt, dets = coco.case(3, "normal")
     mutate(gt, dets)
     path = tmp_path / "dets.json"
     path.write_text(json.dumps(dets))
@@ -172,20 +102,20 @@ def test_bad_input_names_file_and_id(tmp_path, mutate, message):
         (lambda gt, d: d[5].pop("score"), r"detection #5: missing key\(s\) \['score'\]"),
         (lambda gt, d: d.__setitem__(3, {**d[3], "image_id": [1]}), None),  # unhashable id: an error, not a pass
         (lambda gt, d: (d[0].pop("segmentation"), d.__setitem__(4, {**d[4], "category_id": 77})),
-         "detection #4 has category id 77"),  # id errors come before missing masks, as before
+         "detection #4: category id 77"),  # id errors come before missing masks, as before
     ],
 )
-def test_vectorised_result_checks_report_the_first_offender(mutate, message):
-    gt, dets = _case(3, "normal")
+def test_vectorised_result_checks_report_the_first_offender(coco, mutate, message):
+    gt, dets = coco.case(3, "normal")
     mutate(gt, dets)
     with pytest.raises((EvaluationInputError, TypeError), match=message):
         run_cocoeval(gt, dets, "segm")
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_results_and_ground_truth_are_left_unmodified(engine):
+def test_results_and_ground_truth_are_left_unmodified(coco, engine):
     """hotcoco gets the caller's detections without copies: neither it nor seg_d2 may write into them."""
-    gt, dets = _case(4, "normal")
+    gt, dets = coco.case(4, "normal")
     dets = [dict(d, bbox=[1.0, 2.0, 3.0, 4.0]) for d in dets]
     dets[0] = {**dets[0], "segmentation": [[1.0, 1.0, 9.0, 1.0, 9.0, 9.0]]}
     gt_before, dets_before = json.dumps(gt, sort_keys=True), json.dumps(dets, sort_keys=True)

@@ -37,7 +37,7 @@ def test_instances_table_and_json(tmp_path, capsys):
 
 @pytest.mark.parametrize("content, message", [
     ("[{", "dets.json: malformed JSON"),
-    ('[{"image_id": 8, "category_id": 3, "score": 1, "segmentation": []}]', "dets.json: detection #0 has image id 8"),
+    ('[{"image_id": 8, "category_id": 3, "score": 1, "segmentation": []}]', "dets.json: detection #0: image id 8 is not in the ground truth's images"),
 ])
 def test_bad_results_exit_2(tmp_path, capsys, content, message):
     gt, dets = _coco(tmp_path)

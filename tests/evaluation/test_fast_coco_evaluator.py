@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import seg_d2  # noqa: F401
+from pycocotools import mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
@@ -31,9 +32,10 @@ def _predictions(dicts, rng):
         h, w = d["height"], d["width"]
         masks, boxes, classes = [], [], []
         for ann in d["annotations"]:
-            from pycocotools import mask as mask_util
-
-            m = mask_util.decode(ann["segmentation"]).astype(bool)
+            segm = ann["segmentation"]
+            if isinstance(segm, list):  # polygons
+                segm = mask_util.merge(mask_util.frPyObjects(segm, h, w))
+            m = mask_util.decode(segm).astype(bool)
             m = np.roll(m, rng.integers(-2, 3, size=2), axis=(0, 1))
             ys, xs = np.nonzero(m)
             if len(ys) == 0:

@@ -40,6 +40,43 @@ def test_hand_computed_ignore_and_absent_class():
 def test_class_only_predicted_counts_as_zero():
     m = _metrics([[0, 0]], [[0, 1]], 2)
     assert m["IoU-1"] == 0 and m["mIoU"] == pytest.approx(25) and math.isnan(m["ACC-1"])
+    assert m["Dice-1"] == 0 and m["BIoU-1"] == 0 and m["predicted_only_IoU"] == 0
+
+
+def test_class_only_predicted_left_out_with_nan():
+    stats = sem_seg_image_stats(np.array([[0, 0]]), np.array([[0, 1]]), 3)
+    m = sem_seg_metrics(stats, ["a", "b", "c"], predicted_only="nan")
+    assert all(math.isnan(m[f"{k}-b"]) for k in ("IoU", "Dice", "BIoU", "ACC")) and math.isnan(m["predicted_only_IoU"])
+    assert m["IoU-a"] == pytest.approx(50) and m["mIoU"] == pytest.approx(50) and m["mDice"] == pytest.approx(200 / 3)
+    assert math.isnan(m["IoU-c"])  # absent from both: NaN under either convention
+    with pytest.raises(ValueError, match="predicted_only must be one of"):
+        sem_seg_metrics(stats, ["a", "b", "c"], predicted_only="ignore")
+
+
+def test_predicted_only_conventions_against_detectron2(tmp_path):
+    """Detectron2's SemSegEvaluator: per-class IoU NaN for a class only predicted, yet 0 in its mIoU. seg_d2's
+    "zero" reproduces that mIoU, its "nan" that per-class IoU (and leaves the class out of its mIoU)."""
+    rng = np.random.default_rng(5)
+    name, dicts, preds = _dataset(tmp_path, rng, 4)
+    preds = [np.where(p == 3, 2, p) for p in preds]
+    preds[0][0, :3] = 3  # class 3: predicted in one image, in no ground truth
+    for d in dicts:
+        gt = np.array(Image.open(d["sem_seg_file_name"]))
+        Image.fromarray(np.where(gt == 3, 2, gt).astype(np.uint8)).save(d["sem_seg_file_name"])
+    inputs = [{"file_name": d["file_name"]} for d in dicts]
+    outputs = [{"sem_seg": torch.nn.functional.one_hot(torch.from_numpy(p), 4).permute(2, 0, 1).float()} for p in preds]
+    results = {}
+    for key, ev in (("d2", SemSegEvaluator(name, distributed=False)),
+                    ("zero", SemSegMetricsEvaluator(name, distributed=False)),
+                    ("nan", SemSegMetricsEvaluator(name, distributed=False, predicted_only="nan"))):
+        ev.reset()
+        ev.process(inputs, outputs)
+        results[key] = ev.evaluate()["sem_seg"]
+    d2, zero, nan = results["d2"], results["zero"], results["nan"]
+    assert math.isnan(d2["IoU-k3"]) and zero["IoU-k3"] == 0 and math.isnan(nan["IoU-k3"])
+    assert zero["mIoU"] == pytest.approx(d2["mIoU"], abs=1e-9)
+    assert nan["mIoU"] == pytest.approx(np.mean([d2[f"IoU-k{c}"] for c in range(3)]), abs=1e-9) != d2["mIoU"]
+    assert zero["predicted_only_IoU"] == 0 and math.isnan(nan["predicted_only_IoU"])
 
 
 def test_boundary_iou_by_hand():
