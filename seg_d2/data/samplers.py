@@ -70,12 +70,13 @@ def run_seed(cfg):
     return seed
 
 
-def seed_global_rngs(seed):
-    """Seed python's, numpy's and torch's global RNGs (Detectron2's seed_all_rng also rewrites PYTHONHASHSEED,
-    pointless thousands of times a run)."""
+def seed_global_rngs(seed, accelerators=True):
+    """Seed python's, numpy's and torch's global RNGs; torch's on CUDA & co. too unless ``accelerators`` is False
+    (a sample's mapping only uses the CPU's, and torch.manual_seed costs ~0.5 ms here on a CPU-only machine).
+    Detectron2's seed_all_rng also rewrites PYTHONHASHSEED, pointless thousands of times a run."""
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    (torch.manual_seed if accelerators else torch.default_generator.manual_seed)(seed)
 
 
 @contextlib.contextmanager
@@ -140,7 +141,7 @@ class _MappedSamples(torchdata.IterableDataset):
     def _map(self, position, dataset_dict):
         # this process's stream is the global one's positions rank, rank + world_size, ...
         seed = derive_seed(self.seed, SeedUse.SAMPLE, self.rank + position * self.world_size)
-        seed_global_rngs(seed)
+        seed_global_rngs(seed, accelerators=False)
         if hasattr(self.mapper, "set_random_seed"):  # a mapper with its own generators (albumentations)
             self.mapper.set_random_seed(seed)
         return map_or_skip(self.mapper, dataset_dict, self.skip_bad_samples)
@@ -208,12 +209,14 @@ class ResumableTrainLoader:
         replay = sorted(self._replay + [position for bucket in self._buckets.values() for position, _ in bucket])
         self._replay, self._buckets = [], {}
         samples = _MappedSamples(self, self.sampler(seed=self.seed), self._next_position, replay)
+        # generator: the workers' base seed is not drawn from torch's global RNG (each sample is seeded anyway)
         loader = torchdata.DataLoader(samples, batch_size=None, num_workers=self.num_workers,
-                                      collate_fn=trivial_batch_collator)
-        with preserved_rngs():  # making the iterator draws a worker base seed from torch's global RNG
-            items = iter(loader)
+                                      collate_fn=trivial_batch_collator, generator=torch.Generator())
+        items = iter(loader)
+        # With NUM_WORKERS 0 samples are mapped (and the global RNGs seeded) in this process, inside next().
+        rngs_kept = preserved_rngs if self.num_workers == 0 else contextlib.nullcontext
         while True:
-            with preserved_rngs():  # with NUM_WORKERS 0 samples are mapped (and RNGs seeded) right here
+            with rngs_kept():
                 item = next(items)
             batch = self._take(*item)
             if batch is not None:

@@ -91,9 +91,10 @@ def test_without_grouping_batches_are_detectron2_sampler_stream_in_order():
     assert indices == [next(stream) for _ in range(24)]
 
 
-def test_iterating_leaves_global_rngs_as_they_were():
+@pytest.mark.parametrize("workers", [0, 2])
+def test_iterating_leaves_global_rngs_as_they_were(workers):
     states = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
-    take(make_loader(), 5)
+    take(make_loader(workers=workers), 5)
     assert random.getstate() == states[0]
     assert (np.random.get_state()[1] == states[1]).all() and torch.equal(torch.get_rng_state(), states[2])
 
