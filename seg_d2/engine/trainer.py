@@ -23,6 +23,7 @@ from .amp import CPUAutocastTrainer
 from .checkpoint import FaultTolerantCheckpointer
 from .hooks import PeriodicCheckpointer, ReseedEachIteration, SkippedSamplesReport
 from .progress import training_hooks
+from .threads import ThreadPolicy
 
 __all__ = ["Trainer", "prepare_cfg", "setup_cfg"]
 
@@ -67,6 +68,7 @@ class Trainer(DefaultTrainer):
         writers = next((i for i, h in enumerate(built) if isinstance(h, hooks.PeriodicWriter)), len(built))
         built.insert(writers, SkippedSamplesReport())
         built.insert(0, ReseedEachIteration(run_seed(self.cfg)))
+        built.insert(0, ThreadPolicy(self.cfg.SEG_D2.NUM_THREADS))
         return training_hooks(self.cfg, built)
 
     def _resumable_data_streams(self, built_hooks):
