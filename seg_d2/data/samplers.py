@@ -217,10 +217,10 @@ class ResumableTrainLoader:
         rngs_kept = preserved_rngs if self.num_workers == 0 else contextlib.nullcontext
         while True:
             with rngs_kept():
-                item = next(items)
-            batch = self._take(*item)
-            if batch is not None:
-                yield batch
+                batch = None
+                while batch is None:
+                    batch = self._take(*next(items))
+            yield batch
 
     def _take(self, position, index, mapped, skipped):
         """Put one mapped sample in its bucket; the bucket's batch when it is full."""
