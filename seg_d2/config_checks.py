@@ -77,18 +77,22 @@ class KeyGroup:
 
 
 KEY_GROUPS = (
-    KeyGroup(("MODEL.ROI_MASK_HEAD.LOSS",), MASK_HEAD, ("MaskRCNNConvUpsampleLossHead",), error=True),
-    KeyGroup(("MODEL.SEM_SEG_HEAD.LOSS",), SEM_SEG_HEAD, ("FullResolutionSemSegHead",), error=True),
+    KeyGroup(("MODEL.ROI_MASK_HEAD.LOSS",), MASK_HEAD, ("MaskRCNNConvUpsampleLossHead", "PointRendLossMaskHead"),
+             error=True),
+    KeyGroup(("MODEL.SEM_SEG_HEAD.LOSS",), SEM_SEG_HEAD,
+             ("FullResolutionSemSegHead", "SemSegLossFromConfig", "DeepLabV3LossHead"), error=True),
     KeyGroup(("MODEL.ROI_MASKIOU_HEAD",), ROI_HEADS, ("MaskScoringROIHeads", "CascadeMaskScoringROIHeads")),
     KeyGroup(("MODEL.UNET",), BACKBONE, ("build_unet_backbone",)),
     KeyGroup(("MODEL.MIT",), BACKBONE, ("build_mit_backbone",)),
     KeyGroup(("MODEL.SEM_SEG_HEAD.UNET_DECODER_CHANNELS",), SEM_SEG_HEAD, ("UNetHead",)),
     KeyGroup(
-        tuple(f"MODEL.SEM_SEG_HEAD.{k}" for k in ("ASPP_RATES", "ASPP_CHANNELS", "ASPP_DROPOUT",
-                                                   "LOW_LEVEL_FEATURE", "LOW_LEVEL_CHANNELS")),
+        tuple(f"MODEL.SEM_SEG_HEAD.{k}" for k in ("ASPP_RATES", "LOW_LEVEL_FEATURE", "LOW_LEVEL_CHANNELS")),
         SEM_SEG_HEAD,
         ("DeepLabV3PlusASPPHead",),
     ),
+    # the same two keys as Detectron2's DeepLab project (its add_deeplab_config adds them with these defaults)
+    KeyGroup(("MODEL.SEM_SEG_HEAD.ASPP_CHANNELS", "MODEL.SEM_SEG_HEAD.ASPP_DROPOUT"), SEM_SEG_HEAD,
+             ("DeepLabV3PlusASPPHead", "DeepLabV3PlusHead", "DeepLabV3Head")),
     KeyGroup(("MODEL.SEM_SEG_HEAD.FCN_CONV_DIMS",), SEM_SEG_HEAD, ("FCNHead",)),
     KeyGroup(("MODEL.SEM_SEG_HEAD.CLASSIFIER_DROPOUT",), SEM_SEG_HEAD, ("FCNHead", "SegFormerHead")),
     KeyGroup(("MODEL.SEG_D2_PANOPTIC",), META, ("SegD2PanopticFPN",)),

@@ -22,7 +22,9 @@ from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
+from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor, DefaultTrainer, default_argument_parser, default_setup, hooks
 from detectron2.evaluation import (
     COCOEvaluator,
@@ -32,7 +34,9 @@ from detectron2.evaluation import (
     inference_on_dataset,
 )
 from detectron2.modeling import build_model
-from detectron2.solver import build_lr_scheduler, build_optimizer
+from detectron2.projects import deeplab, panoptic_deeplab, point_rend
+from detectron2.solver import build_lr_scheduler, build_optimizer, get_default_optimizer_params
+from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils.analysis import FlopCountAnalysis, parameter_count
 from detectron2.utils.events import EventStorage
 from detectron2.utils.visualizer import Visualizer
@@ -87,10 +91,12 @@ class Stock:
                 tokens += [t for line in f if not line.startswith("#") for t in line.split()]
         return tokens
 
-    def small(self, config_file, opts=(), max_iter=1):
+    def small(self, config_file, opts=(), max_iter=1, project=None):
         """Overrides that make a run test-sized: the tiny copy of the built-in data, ``max_iter`` iterations of
         2 images, a fresh OUTPUT_DIR."""
         cfg = get_cfg()
+        if project:
+            PROJECTS[project][0](cfg)
         cfg.merge_from_file(config_file)
         cfg.merge_from_list(list(opts))
         data = [(f"DATASETS.{split}", tuple(name.replace(BUILTIN, TINY) for name in cfg.DATASETS[split]))
@@ -101,23 +107,28 @@ class Stock:
         ]
 
     @staticmethod
-    def setup(config_file, opts, eval_only=False):
-        """tools/train_net.py and plain_train_net.py's setup(args)."""
+    def setup(config_file, opts, eval_only=False, add_project_config=None):
+        """tools/train_net.py and plain_train_net.py's setup(args); a project's train_net.py first adds the
+        project's keys (``add_project_config``)."""
         args = default_argument_parser().parse_args(
             ["--config-file", config_file] + (["--eval-only"] if eval_only else []) + [str(o) for o in opts]
         )
         cfg = get_cfg()
+        if add_project_config:
+            add_project_config(cfg)
         cfg.merge_from_file(args.config_file)
         cfg.merge_from_list(args.opts)
         cfg.freeze()
         default_setup(cfg, args)
         return cfg
 
-    def train_net(self, config_file, opts):
-        """tools/train_net.py main(): Trainer(cfg), resume_or_load, train (which evaluates at the end).
+    def train_net(self, config_file, opts, project=None):
+        """tools/train_net.py main() (or the ``project``'s train_net.py, by configs/projects folder name):
+        Trainer(cfg), resume_or_load, train (which evaluates at the end).
         Returns (cfg, evaluation results, losses of each iteration)."""
-        cfg = self.setup(config_file, opts)
-        trainer = StockTrainer(cfg)
+        add_project_config, trainer_class = PROJECTS[project] if project else (None, StockTrainer)
+        cfg = self.setup(config_file, opts, add_project_config=add_project_config)
+        trainer = trainer_class(cfg)
         trainer.resume_or_load(resume=False)
         recorder = LossRecorder()
         trainer.register_hooks([hooks.CallbackHook(after_step=recorder)])
@@ -229,6 +240,89 @@ class Stock:
         """A drawing: an (H, W, 3) uint8 picture with something on it."""
         colours = np.unique(picture.reshape(-1, picture.shape[-1]), axis=0)
         return picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8 and len(colours) > min_colours
+
+
+# ---------------------------------------------------------------- Detectron2 v0.6's projects' train_net.py
+def _sem_seg_train_augmentations(cfg, crop):
+    """Their build_sem_seg_train_aug: resize, crop (``crop``: the project's crop augmentation), flip."""
+    augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+    if cfg.INPUT.CROP.ENABLED:
+        augs.append(crop(cfg))
+    return augs + [T.RandomFlip()]
+
+
+def _category_area_crop(cfg):
+    return T.RandomCrop_CategoryAreaConstraint(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE,
+                                               cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+
+
+class DeepLabTrainer(StockTrainer):
+    """projects/DeepLab/train_net.py's Trainer: semantic augmentations with a category-area crop, poly LR."""
+
+    @classmethod
+    def semantic_augmentations(cls, cfg):
+        return _sem_seg_train_augmentations(cfg, _category_area_crop)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = None
+        if "SemanticSegmentor" in cfg.MODEL.META_ARCHITECTURE:
+            mapper = DatasetMapper(cfg, is_train=True, augmentations=cls.semantic_augmentations(cfg))
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return deeplab.build_lr_scheduler(cfg, optimizer)
+
+
+class PointRendTrainer(DeepLabTrainer):
+    """projects/PointRend/train_net.py's Trainer: the same loader plus SSD colour augmentation, stock LR
+    schedule; COCO and semantic evaluators as in tools/train_net.py."""
+
+    @classmethod
+    def semantic_augmentations(cls, cfg):
+        augmentations = super().semantic_augmentations(cfg)
+        if cfg.INPUT.COLOR_AUG_SSD:
+            augmentations.insert(-1, point_rend.ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
+        return augmentations
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+
+class PanopticDeepLabTrainer(DeepLabTrainer):
+    """projects/Panoptic-DeepLab/train_net.py's Trainer. Its COCOEvaluator reads the instance form of each
+    panoptic dataset from a fixed name map; the built-in names are added here as a user would add theirs."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        instance_form = dataset_name[: -len("_panoptic")]  # seg_d2_shapes_val_panoptic -> seg_d2_shapes_val
+        return DatasetEvaluators([COCOPanopticEvaluator(dataset_name, output_folder),
+                                  COCOEvaluator(instance_form, output_dir=output_folder)])
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        augmentations = _sem_seg_train_augmentations(cfg, lambda c: T.RandomCrop(c.INPUT.CROP.TYPE, c.INPUT.CROP.SIZE))
+        return build_detection_train_loader(cfg, mapper=panoptic_deeplab.PanopticDeeplabDatasetMapper(
+            cfg, augmentations=augmentations))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        params = get_default_optimizer_params(model, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+                                              weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM)
+        if cfg.SOLVER.OPTIMIZER == "SGD":
+            return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
+                params, cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
+        return maybe_add_gradient_clipping(cfg, torch.optim.Adam)(params, cfg.SOLVER.BASE_LR)
+
+
+PROJECTS = {  # folder in configs/projects: (its add_*_config, its Trainer)
+    "PointRend": (point_rend.add_pointrend_config, PointRendTrainer),
+    "DeepLab": (deeplab.add_deeplab_config, DeepLabTrainer),
+    "Panoptic-DeepLab": (panoptic_deeplab.add_panoptic_deeplab_config, PanopticDeepLabTrainer),
+}
 
 
 @pytest.fixture(scope="session")
