@@ -16,7 +16,9 @@ class SampleError(RuntimeError):
 
 def describe_sample(dataset_dict):
     """``file_name (image_id ...)`` of a dataset dict (or of a ``skipped`` entry), for messages."""
-    return f"{dataset_dict.get('file_name', '<no file_name>')} (image_id {dataset_dict.get('image_id')})"
+    name = dataset_dict.get("file_name") or "<no file_name>"
+    image_id = dataset_dict.get("image_id")
+    return name if image_id is None else f"{name} (image_id {image_id})"  # semantic datasets often have no id
 
 
 def map_or_skip(mapper, dataset_dict, skip_bad_samples):
