@@ -13,7 +13,8 @@ import seg_d2  # noqa: F401  (installs the ops before detectron2 is imported)
 from detectron2.layers import ROIAlign, ROIAlignRotated, batched_nms_rotated, nms_rotated
 from detectron2.layers.roi_align_rotated import roi_align_rotated
 from detectron2.structures import RotatedBoxes, pairwise_iou_rotated
-from seg_d2.compat.c_ops import box_iou_rotated, register_torch_ops, roi_align_rotated_forward
+from seg_d2.compat.c_ops import box_iou_rotated, register_torch_ops
+from seg_d2.compat.c_ops import roi_align_rotated_backward, roi_align_rotated_forward
 from seg_d2.compat.c_ops import nms_rotated as c_nms_rotated
 
 
@@ -178,42 +179,6 @@ def test_nms_rotated_torch_op_in_torchscript():
 
 
 # ---------------------------------------------------------------- ROIAlignRotated
-def scalar_roi_align_rotated(feature, roi, scale, pooled, ratio):
-    """Direct scalar transcription of the v0.6 C++ forward for one ROI (reference, slow)."""
-    _, height, width = feature.shape
-    b, xc, yc, w, h, a = roi.tolist()
-    cx, cy, w, h, t = xc * scale - 0.5, yc * scale - 0.5, w * scale, h * scale, math.radians(a)
-    gh = ratio if ratio > 0 else math.ceil(h / pooled)
-    gw = ratio if ratio > 0 else math.ceil(w / pooled)
-    out = torch.zeros(feature.shape[0], pooled, pooled, dtype=torch.float64)
-    for ph in range(pooled):
-        for pw in range(pooled):
-            for iy in range(gh):
-                for ix in range(gw):
-                    yy = -h / 2 + ph * h / pooled + (iy + 0.5) * h / pooled / gh
-                    xx = -w / 2 + pw * w / pooled + (ix + 0.5) * w / pooled / gw
-                    y = yy * math.cos(t) - xx * math.sin(t) + cy
-                    x = yy * math.sin(t) + xx * math.cos(t) + cx
-                    if y < -1 or y > height or x < -1 or x > width:
-                        continue
-                    y, x = max(y, 0.0), max(x, 0.0)
-                    y0, x0 = int(y), int(x)
-                    y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
-                    if y0 >= height - 1:
-                        y0, y = height - 1, float(height - 1)
-                    if x0 >= width - 1:
-                        x0, x = width - 1, float(width - 1)
-                    ly, lx = y - y0, x - x0
-                    value = (
-                        (1 - ly) * (1 - lx) * feature[:, y0, x0]
-                        + (1 - ly) * lx * feature[:, y0, x1]
-                        + ly * (1 - lx) * feature[:, y1, x0]
-                        + ly * lx * feature[:, y1, x1]
-                    )
-                    out[:, ph, pw] += value / max(gh * gw, 1)
-    return out
-
-
 def random_rois(n, seed, height, width, scale):
     g = torch.Generator().manual_seed(seed)
     centers = torch.rand(n, 2, generator=g) * torch.tensor([width, height]) / scale
@@ -221,16 +186,6 @@ def random_rois(n, seed, height, width, scale):
     angles = torch.rand(n, 1, generator=g) * 360 - 180
     batch = torch.randint(0, 2, (n, 1), generator=g).double()
     return torch.cat([batch, centers, sizes, angles], 1)  # some stick out of the map
-
-
-@pytest.mark.parametrize("ratio", [2, 0])
-def test_roi_align_rotated_matches_scalar_transcription(ratio):
-    feature = torch.randn(2, 3, 9, 11, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
-    rois = random_rois(12, 13, 9, 11, scale=0.5)
-    got = roi_align_rotated_forward(feature, rois, 0.5, 3, 3, ratio)
-    for k, roi in enumerate(rois):
-        ref = scalar_roi_align_rotated(feature[int(roi[0])], roi, 0.5, 3, ratio)
-        torch.testing.assert_close(got[k], ref, atol=1e-10, rtol=0)
 
 
 # angle 90k samples the feature map rotated k quarter turns clockwise on screen (torch.rot90 by -k);
@@ -455,3 +410,64 @@ def test_nms_compares_float32_iou_with_the_double_threshold():
     threshold = iou + ulp / 4  # above the IoU in double, equal to it once rounded to float32
     assert float(np.float32(threshold)) == iou
     assert c_nms_rotated(torch.cat([b1, b2]), torch.tensor([1.0, 0.5]), threshold).tolist() == [0, 1]
+
+
+def _c_roi_samples(roi, scale, pooled, ratio, height, width, T):
+    """Scalar transcription of ROIAlignRotated_cpu.cpp's sampling in dtype T: for each bin (ph-major),
+    its samples' (weights, pixels) of the 4 corners, None off the map; and the sample count."""
+    b, xc, yc, w, h, a = (T(v) for v in roi.tolist())
+    s = T(np.float32(scale))  # the C++ API takes a float
+    cx, cy, rw, rh = xc * s - T(0.5), yc * s - T(0.5), w * s, h * s
+    theta = T(float(a) * math.pi / 180.0)
+    cos, sin = T(math.cos(float(theta))), T(math.sin(float(theta)))
+    bin_h, bin_w = rh / T(pooled), rw / T(pooled)
+    gh = ratio if ratio > 0 else math.ceil(float(rh / T(pooled)))
+    gw = ratio if ratio > 0 else math.ceil(float(rw / T(pooled)))
+    bins = []
+    for ph in range(pooled):
+        for pw in range(pooled):
+            samples = []
+            for iy in range(gh):
+                yy = -rh / T(2) + T(ph) * bin_h + T(iy + 0.5) * bin_h / T(gh)
+                for ix in range(gw):
+                    xx = -rw / T(2) + T(pw) * bin_w + T(ix + 0.5) * bin_w / T(gw)
+                    y, x = yy * cos - xx * sin + cy, yy * sin + xx * cos + cx
+                    if y < -1 or y > height or x < -1 or x > width:
+                        samples.append(None)
+                        continue
+                    y, x = max(y, T(0)), max(x, T(0))
+                    y0, x0 = min(int(y), height - 1), min(int(x), width - 1)
+                    y = T(y0) if y0 == height - 1 else y
+                    x = T(x0) if x0 == width - 1 else x
+                    y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
+                    ly, lx = y - T(y0), x - T(x0)
+                    hy, hx = T(1) - ly, T(1) - lx
+                    samples.append(((hy * hx, hy * lx, ly * hx, ly * lx), ((y0, x0), (y0, x1), (y1, x0), (y1, x1))))
+            bins.append(samples)
+    return int(b), bins, gh * gw
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_roi_align_rotated_is_bitwise_the_compiled_arithmetic(dtype):
+    T = np.float32 if dtype == torch.float32 else np.float64
+    feature = torch.randn(2, 3, 9, 11, generator=torch.Generator().manual_seed(30), dtype=dtype)
+    rois = random_rois(12, 31, 9, 11, scale=1 / 3).to(dtype)  # overlapping ROIs: the gradient's order matters
+    for ratio in (0, 2):
+        got = roi_align_rotated_forward(feature, rois, 1 / 3, 3, 3, ratio).numpy()
+        grad = torch.randn(got.shape, generator=torch.Generator().manual_seed(32), dtype=dtype)
+        got_grad = roi_align_rotated_backward(grad, rois, 1 / 3, 3, 3, 2, 3, 9, 11, ratio).numpy()
+        expected_grad = np.zeros((2, 3, 9, 11), dtype=T)
+        for k, roi in enumerate(rois):
+            b, bins, count = _c_roi_samples(roi, 1 / 3, 3, ratio, 9, 11, T)
+            image = feature[b].numpy()
+            for c in range(3):
+                for i, samples in enumerate(bins):
+                    total, g = T(0), grad[k, c].flatten()[i].numpy()
+                    for sample in samples:
+                        weights, pixels = sample if sample else ((T(0),) * 4, ((0, 0),) * 4)
+                        total += ((weights[0] * image[c][pixels[0]] + weights[1] * image[c][pixels[1]])
+                                  + weights[2] * image[c][pixels[2]]) + weights[3] * image[c][pixels[3]]
+                        for weight, pixel in zip(weights, pixels) if sample else ():
+                            expected_grad[b, c][pixel] += g * weight / T(count)  # in the C++'s loop order
+                    assert got[k, c].flatten()[i] == total / T(max(count, 1)), (ratio, k, c, i)
+        np.testing.assert_array_equal(got_grad, expected_grad)
