@@ -17,7 +17,8 @@ DETECTOR = [CONFIGS / "mask_rcnn_R18_shapes.yaml", "MODEL.FPN.OUT_CHANNELS", 32,
             "MODEL.ROI_MASK_HEAD.CONV_DIM", 32, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64,
             "TEST.DETECTIONS_PER_IMAGE", 10, "SOLVER.MAX_ITER", 8]
 SEMANTIC = [CONFIGS / "semantic_unet.yaml", "MODEL.UNET.DEPTH", 2, "MODEL.UNET.BASE_CHANNELS", 8, "SOLVER.MAX_ITER", 10]
-SCHEDULE = ["SOLVER.IMS_PER_BATCH", 2, "SOLVER.CHECKPOINT_PERIOD", 2, "SOLVER.WARMUP_ITERS", 3]
+# One thread in every run (also this process, whatever OMP_NUM_THREADS says): bit-exactness needs the same count.
+SCHEDULE = ["SOLVER.IMS_PER_BATCH", 2, "SOLVER.CHECKPOINT_PERIOD", 2, "SOLVER.WARMUP_ITERS", 3, "SEG_D2.NUM_THREADS", 1]
 
 
 def final_metrics(output_dir, prefixes=("bbox/", "segm/", "sem_seg/", "panoptic_seg/")):

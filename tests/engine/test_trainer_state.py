@@ -3,7 +3,6 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
 
 import seg_d2  # noqa: F401
 from detectron2.data import build_detection_train_loader
@@ -15,7 +14,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "builtin" / "semantic
 
 def tiny_cfg(tmp_path, *opts):
     return setup_cfg(str(CONFIG), ["MODEL.UNET.DEPTH", "2", "MODEL.UNET.BASE_CHANNELS", "8", "DATASETS.TEST", "()",
-                                   "OUTPUT_DIR", str(tmp_path), *opts])
+                                   "SEG_D2.NUM_THREADS", "1", "OUTPUT_DIR", str(tmp_path), *opts])
 
 
 def trainer(tmp_path, *opts):
@@ -29,11 +28,11 @@ def logs(caplog):
     logging.getLogger("seg_d2").removeHandler(caplog.handler)
 
 
-def test_state_holds_optimizer_seed_data_stream_and_threads(tmp_path):
+def test_state_holds_optimizer_seed_data_stream_and_thread_setting(tmp_path):
     state = trainer(tmp_path).state_dict()
     assert {"optimizer"} <= state["_trainer"].keys() and {"LRScheduler", "ReseedEachIteration"} <= state["hooks"].keys()
     assert state["hooks"]["ReseedEachIteration"] == {"seed": 0}  # configs/builtin: SEED 0
-    assert state["data"][0]["train"]["next_position"] == 0 and state["torch_threads"] == torch.get_num_threads()
+    assert state["data"][0]["train"]["next_position"] == 0 and state["torch_threads"] == 1
 
 
 def test_a_random_seed_is_kept_in_the_checkpoint(tmp_path):
@@ -47,14 +46,18 @@ def test_a_random_seed_is_kept_in_the_checkpoint(tmp_path):
     assert resumed["data"][0]["train"]["seed"] == state["data"][0]["train"]["seed"]
 
 
-def test_resume_that_cannot_be_exact_says_why(tmp_path, logs):
+def test_resume_that_cannot_be_exact_says_why(tmp_path, logs, monkeypatch):
     state = trainer(tmp_path).state_dict()
-    state["torch_threads"] = torch.get_num_threads() + 1
+    state["torch_threads"] = 2
     del state["_trainer"]
     trainer(tmp_path, "SOLVER.IMS_PER_BATCH", "2").load_state_dict(state)
-    assert f"{torch.get_num_threads() + 1} torch threads, this one has {torch.get_num_threads()}" in logs.text
+    assert "The number of torch CPU threads was 2 in the run that wrote the checkpoint and is 1 now" in logs.text
     assert "holds no optimizer state" in logs.text
     assert "batch_size_per_process: 4 -> 2" in logs.text
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
+    trainer(tmp_path, "SEG_D2.NUM_THREADS", "0").load_state_dict(state)
+    assert "torch CPU threads follows the machine's load (SEG_D2.NUM_THREADS 0" in logs.text
 
 
 def test_a_loader_that_cannot_resume_is_reported(tmp_path, logs):
