@@ -2,10 +2,10 @@
 
 :class:`detectron2.evaluation.fast_eval_api.COCOeval_opt` calls
 :func:`COCOevalEvaluateImages` in place of ``COCOeval.evaluateImg`` and
-:func:`COCOevalAccumulate` in place of ``COCOeval.accumulate``. Both reproduce pycocotools'
-``COCOeval`` bit for bit: same stable sorts, same greedy matching and tie-breaking, same
-float expressions for precision/recall, and the same quirks (a match is recorded as the matched
-instance's id, so an id of 0 reads as "unmatched", exactly as in pycocotools).
+:func:`COCOevalAccumulate` in place of ``COCOeval.accumulate``. Both give the compiled ops' values bit
+for bit, which are pycocotools' ``COCOeval``'s (same stable sorts, same greedy matching and tie-breaking,
+same quirks: a match is recorded as the matched instance's id, so an id of 0 reads as "unmatched") but
+for precision: the C++ computes tp / (tp + fp), pycocotools tp / (tp + fp + eps), up to 2 ulp apart.
 """
 import datetime
 from typing import List, Sequence
@@ -170,7 +170,8 @@ def _precision_recall(dt_matches, dt_ignores, scores, num_gt, recall_thresholds)
     fp = np.cumsum((dt_matches == 0) & ~dt_ignores, axis=1).astype(dtype=float)
     num_dt = len(scores)
     rc = tp / num_gt
-    pr = tp / (fp + tp + np.spacing(1))
+    counted = tp + fp
+    pr = np.divide(tp, counted, out=np.zeros_like(tp), where=counted > 0)  # cocoeval.cpp; pycocotools adds eps
     recall = rc[:, -1] if num_dt else np.zeros(len(rc))
     pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # monotone envelope from the right
     num_t, num_r = pr.shape[0], len(recall_thresholds)
