@@ -87,7 +87,7 @@ def _edge_crossings(pts1, pts2, vec1, vec2):
     v12 = p2 - p1
     t1, t2 = _cross(v2, v12) / det, _cross(v1, v12) / det
     low, high = _open_interval(-_EPS, 1.0 + _EPS, det.dtype)
-    valid = det.abs() >= _open_interval(_PARALLEL, 1.0, det.dtype)[0]
+    valid = det.abs() >= _open_interval(_PARALLEL, np.inf, det.dtype)[0]
     for t in (t1, t2):
         valid &= (t >= low) & (t <= high)
     points = p1 + v1 * t1[..., None]
@@ -129,7 +129,8 @@ def _at(points, index):
 def _angle_less(a, b):
     """The C++ sort's comparator: by angle around the start point, by distance among collinear points."""
     cross = _cross(a, b)
-    return torch.where(cross.abs().double() < _COLLINEAR, _dot(a, a) < _dot(b, b), cross > 0)
+    collinear = cross.abs() <= _open_interval(-np.inf, _COLLINEAR, cross.dtype)[1]
+    return torch.where(collinear, _dot(a, a) < _dot(b, b), cross > 0)
 
 
 def _start_first(points, count):
@@ -173,7 +174,7 @@ def _hull_area(points, count):
     num, width = q.shape[:2]
     slot = torch.arange(width, device=q.device)
     # the first point (after the start) that is not the start point again opens the hull
-    apart = (_dot(q, q).double() > _SAME_POINT) & (slot >= 1) & (slot < count[:, None])
+    apart = (_dot(q, q) >= _open_interval(_SAME_POINT, np.inf, q.dtype)[0]) & (slot >= 1) & (slot < count[:, None])
     has_second = apart.any(1)
     second = torch.where(has_second, apart.to(torch.uint8).argmax(1), 0)
     stack = q.clone()
