@@ -13,6 +13,7 @@ per output. Exit status: 0 when every export is within ``seg_d2.export.TOLERANCE
 """
 import argparse
 import os
+import pickle
 import sys
 
 import seg_d2  # noqa: F401  (first: makes Detectron2 whole and registers seg_d2)
@@ -71,7 +72,11 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model = load_model(cfg)
+    try:
+        model = load_model(cfg)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as error:  # missing, unreachable, corrupt
+        print(f"error: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: {error}", file=sys.stderr)
+        return 2
     paths = export_model(cfg, args.output, model=model, image=image, formats=FORMATS[args.format], name=args.name)
     for fmt, path in paths.items():
         print(f"{fmt}: {path}")

@@ -36,3 +36,10 @@ def test_missing_image_exits_2(tool, tmp_path, capsys):
     status = tool(["--config-file", CONFIG, "--output", str(tmp_path), "--sample-image", str(tmp_path / "no.png")])
     assert status == 2
     assert "no.png: no such image" in capsys.readouterr().err
+
+
+def test_unreadable_weights_exit_2(tool, tmp_path, capsys):
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    status = tool(["--config-file", CONFIG, "--output", str(tmp_path), "MODEL.WEIGHTS", str(tmp_path / "broken.pth")])
+    assert status == 2
+    assert "broken.pth" in capsys.readouterr().err
