@@ -143,6 +143,9 @@ def _add_evaluation_config(cfg):
     cfg.SEG_D2.EVALUATION.COCO_ENGINE = "auto"
     # Boundary IoU band width as a fraction of the image diagonal (Cheng et al. 2021 use 0.02)
     cfg.SEG_D2.EVALUATION.BOUNDARY_DILATION_RATIO = 0.02
+    # a semantic class only predicted (no ground-truth pixel): "zero" (IoU 0, in the means, as Detectron2's
+    # mIoU counts it) or "nan" (left out of the means); echoed as predicted_only_IoU (seg_d2.evaluation)
+    cfg.SEG_D2.EVALUATION.SEM_SEG_PREDICTED_ONLY = "zero"
 
 
 def _add_albumentations_config(cfg):
@@ -186,6 +189,109 @@ def _add_data_config(cfg):
     cfg.INPUT.BANDS = ()
 
 
+def _add_predict_config(cfg):
+    """SEG_D2.INFERENCE: sliding-window inference of large images (seg_d2.inference, tools/predict.py);
+    SEG_D2.PROGRESS: what training shows while it runs (seg_d2.engine.progress). See docs/predict.md."""
+    cfg.SEG_D2.INFERENCE = CN()
+    # Tile side in pixels; 0: INPUT.MIN_SIZE_TEST, so that a square tile is not resized and the model sees
+    # the image at its own resolution. Each tile goes through DefaultPredictor's resize like any image.
+    cfg.SEG_D2.INFERENCE.TILE_SIZE = 0
+    # Fraction of the tile side that neighbouring tiles share, in [0, 1): objects up to that size lie whole
+    # in some tile, and larger ones cut by a seam are joined by their masks in the shared band.
+    cfg.SEG_D2.INFERENCE.TILE_OVERLAP = 0.25
+    # Images with more pixels than this are predicted in tiles (0: every image; -1: none). Whole-image
+    # inference holds one full-size mask per instance: 8.4 MP x 100 instances is already 0.8 GB.
+    cfg.SEG_D2.INFERENCE.TILE_ABOVE_PIXELS = 4096 * 2048
+    # Two tiles' instances are one object when their masks' IoU inside the tiles' shared window reaches this.
+    cfg.SEG_D2.INFERENCE.MERGE_IOU = 0.5
+    # Also join instances of different classes (the joined one takes its best-scoring part's class).
+    cfg.SEG_D2.INFERENCE.MERGE_CLASS_AGNOSTIC = False
+
+    cfg.SEG_D2.PROGRESS = CN()
+    # Training writes its log line (losses, ETA), metrics.json and TensorBoard every LOG_PERIOD iterations
+    # (Detectron2's 20) and also after these early iterations since the start or resume, so the first ETA
+    # comes within seconds on a CPU (Detectron2 times iterations from the 3rd on).
+    cfg.SEG_D2.PROGRESS.LOG_PERIOD = 20
+    cfg.SEG_D2.PROGRESS.EARLY_LOG_ITERS = (3, 10)
+    # Draw OUTPUT_DIR/curves.png (losses, learning rate, evaluation metrics) after each evaluation and at the end.
+    cfg.SEG_D2.PROGRESS.CURVES = True
+
+
+def _add_fault_tolerance_config(cfg):
+    """Checkpoints that survive faults and bad samples that do not end a run (seg_d2.engine.Trainer);
+    see docs/fault_tolerance.md."""
+    # Keep only the newest N periodic checkpoints (model_XXXXXXX.pth) to bound disk use; model_final.pth
+    # is always kept. 0 keeps all of them, as Detectron2 does.
+    cfg.SOLVER.CHECKPOINT_KEEP = 0
+    # Skip a training sample whose reading or mapping fails (a truncated JPEG, ...) instead of stopping the
+    # run; each is logged and listed at the end (log, metrics "skipped_samples", OUTPUT_DIR/skipped_samples.json).
+    # Deterministic: the batch takes the stream's next sample, and a resumed run skips the same ones.
+    cfg.DATALOADER.SKIP_BAD_SAMPLES = False
+
+
+def _add_backbone_config(cfg):
+    """MODEL.TIMM (build_timm_backbone / build_timm_fpn_backbone) and MODEL.MOBILENET
+    (build_mobilenet_v2_backbone / _fpn_backbone); both also read MODEL.BACKBONE.FREEZE_AT. See docs/backbones.md."""
+    cfg.MODEL.TIMM = CN()
+    # timm model name (timm.list_models()); created with features_only=True and pretrained=False, never downloaded.
+    cfg.MODEL.TIMM.NAME = "resnet18d"
+    # Which of timm's feature levels to output (feature_info indices); (1, 2, 3, 4) are strides 4..32 for most CNNs.
+    cfg.MODEL.TIMM.OUT_INDICES = (1, 2, 3, 4)
+    # Local state_dict of timm.create_model(NAME) to start from ("": initial values); keys are reported on load.
+    cfg.MODEL.TIMM.WEIGHTS = ""
+    # "": timm's own norms; "FrozenBN": every BatchNorm frozen (small batches); "SyncBN": synchronised across processes.
+    cfg.MODEL.TIMM.NORM = ""
+    # Stochastic depth rate for models that have it (ConvNeXt, ViT, ...); 0: off.
+    cfg.MODEL.TIMM.DROP_PATH_RATE = 0.0
+
+    cfg.MODEL.MOBILENET = CN()
+    # torchvision's MobileNetV2 width multiplier (1.0 matches its ImageNet checkpoint).
+    cfg.MODEL.MOBILENET.WIDTH_MULT = 1.0
+    # Outputs, of "res2" .. "res5" (strides 4 .. 32).
+    cfg.MODEL.MOBILENET.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # "BN" (trainable), "FrozenBN" or "SyncBN".
+    cfg.MODEL.MOBILENET.NORM = "BN"
+    # Local torchvision checkpoint (e.g. mobilenet_v2-b0353104.pth) to start from ("": initial values).
+    cfg.MODEL.MOBILENET.WEIGHTS = ""
+
+
+def _add_speed_config(cfg):
+    """SEG_D2.FOLD_NORMS (seg_d2.modeling.fast_inference) and SEG_D2.NUM_THREADS (seg_d2.engine.threads):
+    CPU speed-ups that keep a model's outputs. See docs/speed.md."""
+    # Models built by DefaultTrainer / DefaultPredictor (so seg_d2's Trainer, tools/predict.py) apply each
+    # FrozenBatchNorm, and BatchNorm in eval mode, through the weights of the conv before it: one pass over
+    # the activations less, same outputs to float32 rounding. False: Detectron2's own modules.
+    cfg.SEG_D2.FOLD_NORMS = True
+    # Torch CPU threads while training: 0 = one per core that other processes leave idle, re-checked every
+    # 20 s (OMP_NUM_THREADS / MKL_NUM_THREADS, when set, win); N > 0 = N. Threads without a core of their own
+    # slow every step down several-fold on a shared machine.
+    cfg.SEG_D2.NUM_THREADS = 0
+
+
+def _add_sam_config(cfg):
+    """MODEL.SAM: Segment Anything (Kirillov et al., 2023) from the optional segment-anything package
+    (``pip install seg_d2[sam]``): prompts (seg_d2.prompting), detector boxes -> SAM masks (META_ARCHITECTURE
+    "SamDetector"), assisted labelling (tools/annotate.py). See docs/sam.md."""
+    cfg.MODEL.SAM = CN()
+    # Local SAM checkpoint (e.g. sam_vit_h_4b8939.pth); never downloaded. "": no SAM, prompts select among
+    # the instances of the seg_d2 model the config describes (seg_d2.prompting.build_prompter).
+    cfg.MODEL.SAM.CHECKPOINT = ""
+    # The checkpoint's architecture: a key of segment_anything.sam_model_registry (vit_h, vit_l, vit_b).
+    cfg.MODEL.SAM.TYPE = "vit_h"
+    # SamDetector: the meta-architecture whose boxes prompt SAM (GeneralizedRCNN, RetinaNet, ...), built
+    # from the rest of this config and loaded from MODEL.WEIGHTS as if it were MODEL.META_ARCHITECTURE.
+    cfg.MODEL.SAM.DETECTOR = "GeneralizedRCNN"
+    # SamDetector: three candidate masks per box, the one with the highest predicted IoU kept (SAM's
+    # authors advise one mask for a box, which is not ambiguous: False).
+    cfg.MODEL.SAM.MULTIMASK_OUTPUT = False
+    # SamDetector: keep the detector's own mask where SAM's predicted IoU is not higher than the detector's
+    # mask IoU: Mask Scoring R-CNN's predicted one (pred_mask_ious), else DETECTOR_MASK_IOU for every mask.
+    cfg.MODEL.SAM.KEEP_DETECTOR_MASKS = False
+    cfg.MODEL.SAM.DETECTOR_MASK_IOU = 0.8
+    # Boxes decoded per SAM mask-decoder call: each holds its masks at full image size (memory).
+    cfg.MODEL.SAM.BOX_BATCH = 16
+
+
 def add_seg_d2_config(cfg):
     """Add seg_d2's keys, with their defaults, to the Detectron2 config ``cfg``; returns ``cfg``.
 
@@ -203,6 +309,11 @@ def add_seg_d2_config(cfg):
         _add_evaluation_config,
         _add_albumentations_config,
         _add_data_config,
+        _add_predict_config,
+        _add_fault_tolerance_config,
+        _add_backbone_config,
+        _add_speed_config,
+        _add_sam_config,
     ):
         add(defaults)
     _add_missing_keys(cfg, defaults)
