@@ -9,14 +9,15 @@ annotation ids were unique and non-zero: ids are renumbered 1..N internally when
 
 The checks are columnar: one C-level pass per field (types, id sets, finite values, RLE sizes) clears
 well-formed input; anything it cannot clear goes through the record checks one by one, which define
-what is accepted and word the error. A results file of RLE detections for hotcoco is read into typed
-columns (msgspec) and handed to hotcoco by path, which parses it faster than Python can build dicts.
+what is accepted and word the error. A results file is first decoded against a typed schema (msgspec,
+no dict per detection); when that and the columnar pass clear it, an engine that reads files natively
+(hotcoco, ultrafast) is handed the path and parses it itself, faster than from Python dicts.
 """
 import os
 import warnings
 from itertools import chain
 from operator import attrgetter, countOf, itemgetter
-from typing import Annotated, Union
+from typing import Annotated, NamedTuple, Union
 
 import msgspec
 import numpy as np
@@ -161,12 +162,12 @@ def check_ground_truth(dataset, source, iou_type):
         check_unique([r["id"] for r in dataset[key]], what, source)
     check_category_names(dataset["categories"], source)
     annotations = dataset.get("annotations", [])
-    check_unique([a.get("id") for a in annotations], "annotation", source)
     index = _Index(dataset)
     if not _annotations_clear(annotations, index, iou_type):
         for a in annotations:
             check_id(a.get("id"), "annotation", f"{source}: annotations")
             _check_annotation(a, index, f"{source}: annotation id {a['id']}", iou_type)
+    check_unique([a["id"] for a in annotations], "annotation", source)
 
 
 def _annotations_clear(annotations, index, iou_type):
@@ -258,17 +259,26 @@ class _Detection(msgspec.Struct, gc=False):
 
 
 _DETECTIONS = msgspec.json.Decoder(list[_Detection])
+FILE_READERS = ("hotcoco", "ultrafast")  # engines whose loadRes parses a results file in native code
+
+
+class ResultsFile(NamedTuple):
+    """A results file the checks cleared as it is; ``boxed``: every detection has a box."""
+
+    path: str
+    boxed: bool
 
 
 def results_for_engine(results, dataset, source, iou_type, engine, drop_bbox_for_segm=False):
     """``results`` (a list or the path of a JSON list) checked against ``dataset``, as the engine reads them:
-    for hotcoco, the path itself when the typed pass clears the file (hotcoco parses it faster than
-    Python builds dicts); else a list with polygons as RLE, without boxes (``drop_bbox_for_segm``), and
-    copied where the engine writes into detections."""
+    a :class:`ResultsFile` when the engine reads files natively (FILE_READERS) and the typed pass clears
+    the file (they parse it faster than Python builds dicts); else a list with polygons as RLE, without
+    boxes (``drop_bbox_for_segm``), and copied where the engine writes into detections."""
     if isinstance(results, (str, os.PathLike)):
         source = os.fspath(results)
-        if engine == "hotcoco" and not drop_bbox_for_segm and _typed_file_clear(source, _Index(dataset), iou_type):
-            return source
+        boxed = _typed_file_clear(source, _Index(dataset), iou_type) if engine in FILE_READERS else None
+        if boxed is not None and not drop_bbox_for_segm:
+            return ResultsFile(source, boxed)
         results = load_json(source)
     with as_input_error():
         check_results(results, dataset, source, iou_type)
@@ -282,24 +292,26 @@ def results_for_engine(results, dataset, source, iou_type, engine, drop_bbox_for
 
 
 def _typed_file_clear(path, index, iou_type):
-    """True when ``path`` holds a non-empty list that the schema takes, with known ids, the boxes or masks
-    ``iou_type`` needs (for mask AP, boxes on all or none; no masks in box results) and RLE sizes equal
-    to their images'; else the generic path decides."""
+    """Whether every detection has a box, when ``path`` holds a non-empty list that the schema takes, with
+    known ids, the boxes or masks ``iou_type`` needs (for mask AP, boxes on all or none; no masks in box
+    results) and RLE sizes equal to their images'; else None, and the generic path decides."""
     try:
         detections = _DETECTIONS.decode(read_bytes(path))
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return False
+        return None
     image_ids = list(map(attrgetter("image_id"), detections))
     if not (detections and set(image_ids) <= index.image_ids
             and set(map(attrgetter("category_id"), detections)) <= index.category_ids):
-        return False
+        return None
     n, unset = len(detections), msgspec.UNSET
     boxes_missing = countOf(map(attrgetter("bbox"), detections), unset)
     masks_missing = countOf(map(attrgetter("segmentation"), detections), unset)
     if iou_type == "bbox":
-        return not boxes_missing and masks_missing == n
-    return (not masks_missing and boxes_missing in (0, n)
-            and list(map(attrgetter("segmentation.size"), detections)) == list(map(index.sizes.__getitem__, image_ids)))
+        clear = not boxes_missing and masks_missing == n
+    else:
+        clear = not masks_missing and boxes_missing in (0, n) and list(
+            map(attrgetter("segmentation.size"), detections)) == list(map(index.sizes.__getitem__, image_ids))
+    return not boxes_missing if clear else None
 
 
 def check_results(results, dataset, source, iou_type):

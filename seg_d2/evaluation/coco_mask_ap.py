@@ -1,8 +1,10 @@
 """COCO box / mask AP through the fastest exact engine installed.
 
 pycocotools' COCOeval defines the numbers (and stays the test oracle). ultrafast-pycocotools and hotcoco
-reproduce them bit for bit at 25-30x the speed; ``engine="auto"`` takes hotcoco (fastest side by side in
-bench/bench_evaluation.py: 1.5-2x ultrafast's speed), then ultrafast-pycocotools, then pycocotools.
+reproduce them bit for bit, many times faster; ``engine="auto"`` takes the fastest installed for the input,
+as measured side by side in bench/bench_evaluation.py: for a results file whose detections all have boxes,
+ultrafast (1.0-1.16x hotcoco's speed there), otherwise hotcoco (masks without boxes: 1.8-3.1x ultrafast's
+speed; in memory: 2x), then pycocotools.
 
 Every engine is given the same checked input (:mod:`seg_d2.evaluation.coco_inputs`), so every engine
 gives the same numbers on every input, or the same error naming the file and the id.
@@ -16,12 +18,10 @@ reproduces Detectron2's numbers. Nothing here imports torch or Detectron2.
 import contextlib
 import importlib
 import io
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .coco_inputs import ground_truth, results_for_engine
+from .coco_inputs import ResultsFile, ground_truth, results_for_engine
 from .validation import gc_paused
 
 # engine name -> (module with COCO, module with COCOeval), fastest first (bench/bench_evaluation.py)
@@ -35,11 +35,12 @@ BOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 RECALL_METRICS = ("AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def resolve_engine(engine="auto"):
-    """The engine name to use; "auto" is the first importable of hotcoco, ultrafast, pycocotools."""
+def resolve_engine(engine="auto", boxed_file=False):
+    """The engine name to use; "auto" is the first importable of hotcoco, ultrafast, pycocotools, or of
+    ultrafast, hotcoco, pycocotools for a results file whose detections all have boxes (``boxed_file``)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown COCO engine {engine!r}; choose from {ENGINES}")
-    candidates = list(_ENGINES) if engine == "auto" else [engine]
+    candidates = [engine] if engine != "auto" else ["ultrafast", "hotcoco", "pycocotools"] if boxed_file else list(_ENGINES)
     for name in candidates:
         try:
             importlib.import_module(_ENGINES[name][0])
@@ -106,13 +107,20 @@ def run_cocoeval(gt, results, iou_type, engine="auto", max_dets=(1, 10, 100), im
     """
     _check_arguments(iou_type, max_dets)
     name = resolve_engine(engine)
-    coco_cls = importlib.import_module(_ENGINES[name][0]).COCO
-    eval_cls = importlib.import_module(_ENGINES[name][1]).COCOeval
     with contextlib.redirect_stdout(io.StringIO()), gc_paused():
         dataset = ground_truth(gt, iou_type, gt_source)
+        ready = results_for_engine(results, dataset, results_source, iou_type, name, drop_bbox_for_segm)
+        if isinstance(ready, ResultsFile):
+            name, results = resolve_engine(engine, ready.boxed), ready.path
+        else:
+            results = ready
+        coco_cls = importlib.import_module(_ENGINES[name][0]).COCO
+        eval_cls = importlib.import_module(_ENGINES[name][1]).COCOeval
         coco_gt = _make_coco(coco_cls, name, dataset)
-        coco_dt = _load_results(coco_gt, coco_cls, name, dataset, results, results_source, iou_type,
-                                drop_bbox_for_segm)
+        if results:
+            coco_dt = coco_gt.loadRes(results)
+        else:  # pycocotools' loadRes fails on []; no detections still scores (AP 0 where GT exists)
+            coco_dt = _make_coco(coco_cls, name, {**dataset, "annotations": []})
         ev = eval_cls(coco_gt, coco_dt, iou_type)
         params = ev.params
         params.maxDets = list(max_dets)
@@ -121,29 +129,9 @@ def run_cocoeval(gt, results, iou_type, engine="auto", max_dets=(1, 10, 100), im
         ev.params = params
         ev.evaluate()
         ev.accumulate()
-    precision, recall = np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"])
+    accumulated = ev.eval  # hotcoco builds this dict anew on each access
+    precision, recall = np.asarray(accumulated["precision"]), np.asarray(accumulated["recall"])
     return CocoEvalResult(_summary_stats(precision, recall, ev.params), precision, recall, ev.params)
-
-
-def _load_results(coco_gt, coco_cls, name, dataset, results, source, iou_type, drop_bbox_for_segm):
-    """The engine's COCO object of the checked ``results``. hotcoco reads a results file in a second
-    thread (it releases the GIL) while seg_d2 checks the same file; the reading is kept when the checks
-    hand on the file as it is (see coco_inputs.results_for_engine)."""
-    def checked():
-        return results_for_engine(results, dataset, source, iou_type, name, drop_bbox_for_segm)
-
-    if name == "hotcoco" and isinstance(results, (str, os.PathLike)):
-        with ThreadPoolExecutor(1) as pool:
-            reading = pool.submit(coco_gt.loadRes, os.fspath(results))
-            ready = checked()
-            if isinstance(ready, str):
-                return reading.result()
-    else:
-        ready = checked()
-    if ready:
-        return coco_gt.loadRes(ready)
-    # pycocotools' loadRes fails on []; no detections still scores (AP 0 where GT exists)
-    return _make_coco(coco_cls, name, {**dataset, "annotations": []})
 
 
 def _make_coco(coco_cls, name, dataset):

@@ -75,6 +75,8 @@ def load_json(path_or_dict):
 
 def check_unique(ids, what, source):
     """Raise on the first repeated id."""
+    if len(set(ids)) == len(ids):
+        return
     dup = [i for i, n in Counter(ids).items() if n > 1]
     if dup:
         raise EvaluationInputError(f"{source}: duplicate {what} id {dup[0]}")

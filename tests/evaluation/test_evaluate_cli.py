@@ -2,13 +2,17 @@
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import seg_d2  # noqa: F401
+from pycocotools import mask as mask_util
 from seg_d2.evaluation import evaluate_coco, pq_compute
+from seg_d2.evaluation.coco_mask_ap import ENGINES
 
 _spec = importlib.util.spec_from_file_location(
     "evaluate_cli", os.path.join(os.path.dirname(__file__), "..", "..", "tools", "evaluate.py"))
@@ -60,3 +64,40 @@ def test_semantic_size_mismatch_exit_2(tmp_path, capsys):
     args = ["semantic", "--gt-dir", str(tmp_path / "gt"), "--pred-dir", str(tmp_path / "pred"), "--num-classes", "2"]
     assert cli.main(args) == 2
     assert "a.png: PNG is 5x4, expected 4x4" in capsys.readouterr().err
+
+
+LABELME = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "voc-labelme", "annotations.json")
+
+
+@pytest.mark.skipif(not os.path.exists(LABELME), reason=f"{LABELME} absent (the shared real-image data)")
+def test_instances_on_voc_labelme_same_ap_for_every_engine_and_a_warning(tmp_path):
+    """voc-labelme's annotation ids start at 0: every engine gives one AP, and the tool says that
+    pycocotools itself would score the file lower (in its own process, as a user sees it)."""
+    gt = json.load(open(LABELME))
+    rng = np.random.default_rng(1)
+    dets = []
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        image = next(im for im in gt["images"] if im["id"] == a["image_id"])
+        dx = float(rng.integers(-6, 7))
+        poly = [[x + dx, y, x + w + dx, y, x + w + dx, y + h, x + dx, y + h]]  # the box as a polygon, shifted
+        dets.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.random()),
+                     "segmentation": _rle_of(poly, image["height"], image["width"])})
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    aps = set()
+    for engine in ENGINES:
+        out = str(tmp_path / f"{engine}.json")
+        assert cli.main(["--output", out, "instances", "--gt", LABELME, "--results", str(tmp_path / "dets.json"),
+                         "--engine", engine, "--iou-type", "segm"]) == 0
+        aps.add(json.load(open(out))["segm"]["AP"])
+    assert len(aps) == 1 and 0 < aps.pop() < 100
+    tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "evaluate.py")
+    run = subprocess.run([sys.executable, tool, "instances", "--gt", LABELME, "--results", str(tmp_path / "dets.json")],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0 and "AP-person" in run.stdout
+    assert "AnnotationIdZeroWarning" in run.stderr and "annotations.json: ground-truth annotation id 0" in run.stderr
+
+
+def _rle_of(polygons, h, w):
+    rle = mask_util.merge(mask_util.frPyObjects(polygons, h, w))
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
