@@ -12,4 +12,6 @@ setup(
     # Detectron2 itself comes from tools/install_detectron2.py (it is not on PyPI under its name);
     # exact versions live in requirements/.
     install_requires=["torch>=2.0", "torchvision", "numpy", "fvcore", "pycocotools", "opencv-python-headless", "scipy", "deflate", "msgspec"],
+    # pip install seg_d2[sam]: Segment Anything prompts, SamDetector and tools/annotate.py (docs/sam.md)
+    extras_require={"sam": ["segment-anything==1.0"]},
 )
