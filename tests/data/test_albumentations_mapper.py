@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
@@ -6,10 +8,12 @@ from PIL import Image
 
 import seg_d2  # noqa: F401  (before detectron2)
 from detectron2.config import get_cfg
-from detectron2.data import DatasetMapper
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data.samplers import TrainingSampler
 from detectron2.structures import BoxMode
 
 from seg_d2.data.dataset_mappers import AlbumentationsDatasetMapper, build_albumentations
+from seg_d2.data.samplers import ResumableTrainLoader
 
 torch.set_num_threads(1)
 H, W = 48, 64
@@ -163,3 +167,77 @@ def test_feeds_a_mask_rcnn_training_step(dataset_dict):
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
+
+
+def test_semantic_only_records_match_detectron2_dataset_mapper():
+    cfg = _cfg([])
+    cfg.merge_from_file("configs/builtin/semantic_unet.yaml")
+    d2 = DatasetMapper(is_train=True, augmentations=[], image_format=cfg.INPUT.FORMAT)
+    ours = AlbumentationsDatasetMapper(cfg, is_train=True)
+    for record in DatasetCatalog.get("seg_d2_shapes_train_sem_seg")[:2]:  # no "annotations": no "instances"
+        a, b = ours(record), d2(record)
+        assert set(a) == set(b) and "instances" not in a
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["sem_seg"], b["sem_seg"])
+
+
+def test_only_crowd_annotations_give_empty_instances(dataset_dict):
+    dataset_dict["annotations"] = [a for a in dataset_dict["annotations"] if a.get("iscrowd")]
+    inst = _map([["HorizontalFlip", {"p": 1.0}]], dataset_dict)["instances"]
+    assert len(inst) == 0 and inst.gt_boxes.tensor.shape == (0, 4) and inst.gt_masks.tensor.shape == (0, H, W)
+
+
+def _flips(image, reference):
+    """(horizontal, vertical) flips that turn ``reference`` (C, H, W) into ``image``."""
+    for flips in ((False, False), (True, False), (False, True), (True, True)):
+        dims = [d for d, flipped in zip((2, 1), flips) if flipped]
+        if torch.equal(image, reference.flip(dims) if dims else reference):
+            return flips
+    raise AssertionError("not a flip of the reference image")
+
+
+def test_seeded_augmentation_repeats_and_transforms_draw_independently(dataset_dict):
+    mapper = AlbumentationsDatasetMapper(_cfg([["HorizontalFlip", {"p": 0.5}], ["VerticalFlip", {"p": 0.5}]]))
+    reference = _map([], dataset_dict)["image"]
+    flips = []
+    for seed in range(24):
+        mapper.set_random_seed(seed)
+        first = mapper(dataset_dict)
+        mapper.set_random_seed(seed)
+        again = mapper(dataset_dict)
+        assert torch.equal(first["image"], again["image"]) and torch.equal(first["sem_seg"], again["sem_seg"])
+        assert torch.equal(first["instances"].gt_masks.tensor, again["instances"].gt_masks.tensor)
+        flips.append(_flips(first["image"], reference))
+    # One generator per transform seeded alike (albumentations' Compose.set_random_seed) flips both or neither.
+    assert set(flips) == {(False, False), (True, False), (False, True), (True, True)}
+
+
+RANDOM_PIPELINE = [["Affine", {"scale": [0.8, 1.2], "rotate": [-20, 20], "p": 1.0}], ["HorizontalFlip", {"p": 0.5}],
+                   ["RandomBrightnessContrast", {"p": 1.0}]]
+
+
+def _tensors(batches):
+    return [(d["image_id"], d["image"], d["sem_seg"], d["instances"].gt_masks.tensor) for b in batches for d in b]
+
+
+@pytest.mark.parametrize("stop, workers", [(2, 0), (1, 2)])
+def test_resumed_loader_augments_as_an_uninterrupted_one(dataset_dict, stop, workers):
+    records = [{**copy.deepcopy(dataset_dict), "image_id": i} for i in range(4)]
+
+    def loader():  # a fresh mapper each time: a resumed run builds its own pipeline
+        mapper = AlbumentationsDatasetMapper(_cfg(RANDOM_PIPELINE), is_train=True)
+        return ResumableTrainLoader(records, mapper=mapper, sampler=lambda seed: TrainingSampler(4, seed=seed),
+                                    total_batch_size=2, seed=3, num_workers=workers)
+
+    uninterrupted = iter(loader())
+    reference = _tensors([next(uninterrupted) for _ in range(4)])
+    first = loader()
+    batches = iter(first)
+    for _ in range(stop):
+        next(batches)
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    batches = iter(resumed)
+    after = _tensors([next(batches) for _ in range(4 - stop)])
+    assert len(after) == len(reference[2 * stop:])
+    for got, expected in zip(after, reference[2 * stop:]):
+        assert got[0] == expected[0] and all(torch.equal(a, b) for a, b in zip(got[1:], expected[1:]))

@@ -7,6 +7,7 @@ mask and the semantic labels together, so any Detectron2 model trains with it.
 """
 import copy
 import inspect
+import random
 
 import albumentations as A
 import cv2
@@ -75,7 +76,8 @@ class AlbumentationsDatasetMapper:
     """Reads one dataset dict and augments image, instance masks and semantic labels with albumentations.
 
     Boxes are recomputed from the augmented masks (a rotated or warped box is not the object's box) and
-    instances whose mask leaves the image are dropped. Crowd annotations are dropped, as in DatasetMapper.
+    instances whose mask leaves the image are dropped. Crowd annotations are dropped, and a record without
+    "annotations" (semantic-only) gets no "instances", as in DatasetMapper.
     gt_masks are always BitMasks. Semantic labels are shifted by one around the pipeline so that pixels a
     transform fills (padding, elastic borders, fill 0) become the ignore label rather than class 0.
     """
@@ -109,6 +111,17 @@ class AlbumentationsDatasetMapper:
             "bands": tuple(cfg.INPUT.BANDS),
         }
 
+    def set_random_seed(self, seed):
+        """Make the next samples' augmentations a function of ``seed``; seg_d2's training loader calls it per
+        sample (:class:`seg_d2.data.samplers.ResumableTrainLoader`) so that runs repeat and resume exactly.
+
+        albumentations draws from its own generators, not the global ones the loader seeds. Every transform
+        draws in turn from one numpy and one python generator: ``Compose.set_random_seed`` would instead give
+        each transform its own generator with the same seed, and e.g. HorizontalFlip and VerticalFlip (p=0.5
+        each) would then always flip together.
+        """
+        self.augmentations.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
     def _encode_sem_seg(self, sem_seg):
         shifted = sem_seg.astype(np.int64) + 1
         shifted[sem_seg == self.ignore_label] = 0
@@ -133,6 +146,7 @@ class AlbumentationsDatasetMapper:
         if self.is_train and "sem_seg_file_name" in dataset_dict:
             sem_seg = read_label_map(dataset_dict.pop("sem_seg_file_name"))
             targets["mask"] = self._encode_sem_seg(sem_seg)
+        has_annotations = "annotations" in dataset_dict  # semantic-only records: no "instances" either
         annos = [a for a in dataset_dict.pop("annotations", []) if a.get("iscrowd", 0) == 0]
         if self.is_train and annos:
             targets["masks"] = np.stack([_annotation_mask(a, height, width) for a in annos])
@@ -144,15 +158,15 @@ class AlbumentationsDatasetMapper:
             dataset_dict["sem_seg"] = torch.as_tensor(self._decode_sem_seg(out["mask"]))
         if not self.is_train:
             dataset_dict.pop("sem_seg_file_name", None)
-            return dataset_dict
-        classes = [a["category_id"] for a in annos]
-        masks = out["masks"].astype(bool) if annos else np.zeros((0, *image.shape[:2]), bool)
-        dataset_dict["instances"] = self._instances(masks, classes, image.shape[:2])
+        elif has_annotations:
+            classes = [a["category_id"] for a in annos]
+            masks = out["masks"].astype(bool) if annos else np.zeros((0, *image.shape[:2]), bool)
+            dataset_dict["instances"] = self._instances(masks, classes, image.shape[:2])
         return dataset_dict
 
     @staticmethod
     def _instances(masks, classes, image_size):
-        keep = masks.reshape(len(masks), -1).any(axis=1)
+        keep = masks.any(axis=(1, 2))
         instances = Instances(image_size)
         instances.gt_masks = BitMasks(torch.from_numpy(np.ascontiguousarray(masks[keep])))
         instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
