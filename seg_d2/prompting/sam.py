@@ -180,3 +180,9 @@ class SamPrompter:
             masks.append(chunk_masks[rows, best].cpu())
             ious.append(chunk_ious[rows, best].cpu())
         return torch.cat(masks), torch.cat(ious)
+
+    def automatic_masks(self, image, **generator_options):
+        """SAM's automatic mask generator on ``image``: ``SamAutomaticMaskGenerator(sam, **generator_options)``'s
+        records ("segmentation" (H, W) bool, "predicted_iou", "stability_score", "bbox" XYWH, ...)."""
+        generator = segment_anything().SamAutomaticMaskGenerator(self.predictor.model, **generator_options)
+        return generator.generate(to_rgb_uint8(image, self.input_format))
