@@ -84,6 +84,8 @@ KEY_GROUPS = (
     KeyGroup(("MODEL.ROI_MASKIOU_HEAD",), ROI_HEADS, ("MaskScoringROIHeads", "CascadeMaskScoringROIHeads")),
     KeyGroup(("MODEL.UNET",), BACKBONE, ("build_unet_backbone",)),
     KeyGroup(("MODEL.MIT",), BACKBONE, ("build_mit_backbone",)),
+    KeyGroup(("MODEL.TIMM",), BACKBONE, ("build_timm_backbone", "build_timm_fpn_backbone")),
+    KeyGroup(("MODEL.MOBILENET",), BACKBONE, ("build_mobilenet_v2_backbone", "build_mobilenet_v2_fpn_backbone")),
     KeyGroup(("MODEL.SEM_SEG_HEAD.UNET_DECODER_CHANNELS",), SEM_SEG_HEAD, ("UNetHead",)),
     KeyGroup(
         tuple(f"MODEL.SEM_SEG_HEAD.{k}" for k in ("ASPP_RATES", "LOW_LEVEL_FEATURE", "LOW_LEVEL_CHANNELS")),

@@ -82,8 +82,11 @@ def test_loss_read_by_the_head_passes(name, opts):
 @pytest.mark.parametrize(
     "name, opts, expected",
     [
-        ("mask_rcnn_R18_shapes.yaml", ("MODEL.UNET.DEPTH", 3, "MODEL.MIT.VARIANT", "B1"),
-         ["MODEL.MIT.VARIANT", "MODEL.UNET.DEPTH"]),
+        ("mask_rcnn_R18_shapes.yaml", ("MODEL.UNET.DEPTH", 3, "MODEL.MIT.VARIANT", "B1", "MODEL.TIMM.NAME", "resnet50",
+                                       "MODEL.MOBILENET.WIDTH_MULT", 0.5),
+         ["MODEL.MIT.VARIANT", "MODEL.MOBILENET.WIDTH_MULT", "MODEL.TIMM.NAME", "MODEL.UNET.DEPTH"]),
+        ("mask_rcnn_R18_shapes.yaml", ("MODEL.BACKBONE.NAME", "build_timm_fpn_backbone", "MODEL.TIMM.NAME", "resnet50"),
+         []),
         ("semantic_fpn_R18.yaml", ("MODEL.SEM_SEG_HEAD.ASPP_RATES", [1, 2, 4],
                                    "MODEL.SEM_SEG_HEAD.UNET_DECODER_CHANNELS", [8]),
          ["MODEL.SEM_SEG_HEAD.ASPP_RATES", "MODEL.SEM_SEG_HEAD.UNET_DECODER_CHANNELS"]),
