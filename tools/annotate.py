@@ -29,7 +29,7 @@ from seg_d2.data.image_io import Normalization, read_image
 from seg_d2.engine.trainer import setup_cfg
 from seg_d2.inference.outputs import prediction_metadata
 from seg_d2.prompting import NoMatchingInstance, SamPrompter, build_prompter
-from seg_d2.prompting.annotation import CocoBuilder, PromptFileError, match_prompts, read_prompts
+from seg_d2.prompting.annotation import CocoBuilder, match_prompts, read_prompts
 from seg_d2.prompting.sam import to_rgb_uint8
 from seg_d2.utils.inputs import expand_inputs, looks_like_config_key
 from seg_d2.utils.progress import progress
@@ -174,7 +174,7 @@ def main(argv=None):
     setup_logger(name="seg_d2")
     try:
         coco, failures, empty = run(args)
-    except (PromptFileError, ValueError, ImportError, FileNotFoundError) as e:
+    except (ValueError, ImportError, OSError) as e:  # a bad command, prompt file, checkpoint or missing package
         print(f"annotate.py: {e}", file=sys.stderr)
         return 2
     coco.write(args.output)
