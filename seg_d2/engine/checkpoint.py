@@ -23,6 +23,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
 
+from seg_d2.modeling.pretrained import WeightsMismatchError
+
 __all__ = ["CHECKSUM_SUFFIX", "CheckpointError", "FaultTolerantCheckpointer", "atomic_write", "remove_checkpoint"]
 
 CHECKSUM_SUFFIX = ".sha256"
@@ -134,6 +136,8 @@ class FaultTolerantCheckpointer(DetectionCheckpointer):
         self._check_checksum(filename)
         try:
             return super()._load_file(filename)
+        except WeightsMismatchError:  # readable, but none of its tensors fits the model: it says so, naming the file
+            raise
         except Exception as e:  # torch.load / pickle raise many kinds for a truncated or foreign file
             raise CheckpointError(f"{filename}: not a readable checkpoint ({_describe(e)})") from e
 

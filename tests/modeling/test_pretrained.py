@@ -1,6 +1,6 @@
 """Pretrained weights from files the tests write themselves: Detectron2 checkpoints (.pth, model-zoo .pkl)
-into every model family, torchvision ResNet / MobileNetV2 and timm checkpoints into backbones; reports of
-missing, unused and mismatched keys."""
+into every model family, torchvision ResNet / MobileNetV2 and timm checkpoints into backbones, also as
+MODEL.WEIGHTS of DefaultPredictor and seg_d2's Trainer; reports of missing, unused and mismatched keys."""
 import os
 import pickle
 
@@ -12,10 +12,12 @@ import torchvision
 import seg_d2
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
+from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 
+from seg_d2.engine import Trainer, setup_cfg
 from seg_d2.modeling.backbone import MobileNetV2Backbone
-from seg_d2.modeling.pretrained import load_weights, torchvision_resnet_name
+from seg_d2.modeling.pretrained import WeightsMismatchError, load_weights, torchvision_resnet_name
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 FAMILIES = ["semantic_fpn_R18", "semantic_unet", "segformer_b0", "mask_rcnn_R18_shapes_scoring",
@@ -70,27 +72,96 @@ def test_report_names_missing_unused_and_mismatched(tmp_path):
     assert "missing from the file" in report.summary() and "partial.pth" in report.summary()
 
 
-def test_torchvision_resnet_checkpoint_gives_torchvision_features(tmp_path):
+def _with_batchnorm_statistics(reference):
+    """``reference`` in eval mode with non-trivial BatchNorm statistics, so that a wrongly mapped norm shows."""
     torch.manual_seed(0)
-    reference = torchvision.models.resnet18(weights=None).eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so that a wrongly mapped norm shows
+    with torch.no_grad():
         for m in reference.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
+    return reference.eval()
+
+
+@pytest.fixture
+def torchvision_resnet18(tmp_path):
+    """(a torchvision ResNet-18, the path of its state_dict)."""
+    torch.manual_seed(0)
+    reference = _with_batchnorm_statistics(torchvision.models.resnet18(weights=None))
     torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    return reference, str(tmp_path / "resnet18.pth")
+
+
+def _torchvision_resnet_res5(reference, image):
+    with torch.no_grad():
+        x = reference.maxpool(reference.relu(reference.bn1(reference.conv1(image))))
+        return reference.layer4(reference.layer3(reference.layer2(reference.layer1(x))))
+
+
+def test_torchvision_resnet_checkpoint_gives_torchvision_features(torchvision_resnet18):
+    reference, path = torchvision_resnet18
     model = _model("configs/builtin/semantic_fpn_R18.yaml", 1, "MODEL.RESNETS.NORM", "FrozenBN")
-    report = load_weights(model, str(tmp_path / "resnet18.pth"))
+    report = load_weights(model, path)
     assert report.source.endswith("-> backbone.bottom_up")
-    assert report.missing == [] and report.mismatched == []
+    assert report.mismatched == [] and {k for k in report.missing if k.startswith("backbone.bottom_up.")} == set()
+    assert {k.split(".")[0] for k in report.missing} == {"backbone", "sem_seg_head"}  # FPN and head: not in the file
     assert set(report.unexpected) == {"fc.weight", "fc.bias"} | {k for k in reference.state_dict() if "num_batches" in k}
 
     image = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
-        x = reference.maxpool(reference.relu(reference.bn1(reference.conv1(image))))
-        expected = reference.layer4(reference.layer3(reference.layer2(reference.layer1(x))))
         features = model.backbone.bottom_up(image)["res5"]
-    torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(features, _torchvision_resnet_res5(reference, image), atol=1e-5, rtol=1e-5)
+
+
+def _assert_holds_torchvision_resnet(bottom_up, reference):
+    state = bottom_up.state_dict()
+    loaded = {torchvision_resnet_name(k): v for k, v in reference.state_dict().items()
+              if "num_batches" not in k and not k.startswith("fc.")}  # FrozenBN counts nothing; no classifier
+    assert loaded.keys() <= state.keys()
+    assert all(torch.equal(state[k], v) for k, v in loaded.items()), [k for k, v in loaded.items()
+                                                                      if not torch.equal(state[k], v)][:5]
+
+
+def test_model_weights_naming_a_torchvision_resnet_load_in_predictor_and_trainer(torchvision_resnet18, tmp_path):
+    reference, path = torchvision_resnet18
+    cfg = setup_cfg(os.path.join(REPO, "configs/builtin/semantic_fpn_R18.yaml"), [
+        "MODEL.WEIGHTS", path, "MODEL.RESNETS.NORM", "FrozenBN", "SEG_D2.NUM_THREADS", "1",
+        "OUTPUT_DIR", str(tmp_path / "out")])
+    predictor = DefaultPredictor(cfg)
+    _assert_holds_torchvision_resnet(predictor.model.backbone.bottom_up, reference)
+    image = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():  # the predictor's model folds its norms into the convs: equal to float32 rounding
+        features = predictor.model.backbone.bottom_up(image)["res5"]
+    torch.testing.assert_close(features, _torchvision_resnet_res5(reference, image), atol=1e-5, rtol=1e-5)
+
+    trainer = Trainer(cfg)  # seg_d2's checkpointer, also the one of tools/train_net.py --eval-only
+    trainer.resume_or_load(resume=False)
+    _assert_holds_torchvision_resnet(trainer.model.backbone.bottom_up, reference)
+
+
+def test_model_weights_naming_a_torchvision_mobilenet_v2_load_in_predictor(tmp_path):
+    torch.manual_seed(0)
+    reference = _with_batchnorm_statistics(torchvision.models.mobilenet_v2(weights=None))
+    torch.save(reference.state_dict(), tmp_path / "mobilenet_v2.pth")
+    cfg = setup_cfg(os.path.join(REPO, "configs/timm/mask_rcnn_mobilenet_v2_fpn_shapes.yaml"), [
+        "MODEL.WEIGHTS", str(tmp_path / "mobilenet_v2.pth"), "OUTPUT_DIR", str(tmp_path / "out")])
+    bottom_up = DefaultPredictor(cfg).model.backbone.bottom_up
+    state = bottom_up.state_dict()
+    assert all(torch.equal(state[f"features.{k}"], v) for k, v in reference.features.state_dict().items())
+    image = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(bottom_up(image)["res5"], reference.features(image), atol=1e-4, rtol=1e-4)
+
+
+def test_model_weights_matching_nothing_is_an_error_naming_the_file(tmp_path):
+    torch.save({"decoder.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    cfg = setup_cfg(os.path.join(REPO, "configs/builtin/semantic_unet.yaml"), [
+        "MODEL.WEIGHTS", str(tmp_path / "other.pth"), "SEG_D2.NUM_THREADS", "1", "OUTPUT_DIR", str(tmp_path / "out")])
+    message = rf"{tmp_path / 'other.pth'}: no tensor of the file fits the model"
+    with pytest.raises(WeightsMismatchError, match=message):
+        DefaultPredictor(cfg)
+    with pytest.raises(WeightsMismatchError, match=message):
+        Trainer(cfg).resume_or_load(resume=False)
 
 
 def test_torchvision_names_renamed():
@@ -107,7 +178,8 @@ def test_timm_checkpoint_into_a_timm_backbone_model(tmp_path):
     model = _model("configs/timm/panoptic_fpn_resnet18d_shapes.yaml", 1)
     report = load_weights(model, str(tmp_path / "resnet18d.pth"))
     assert report.source.endswith("-> backbone.bottom_up.body")
-    assert report.missing == [] and report.unexpected == ["fc.bias", "fc.weight"]
+    assert not [k for k in report.missing if k.startswith("backbone.bottom_up.body.")]
+    assert report.unexpected == ["fc.bias", "fc.weight"]
     body = model.backbone.bottom_up.body.state_dict()
     assert torch.equal(body["layer3.1.conv2.weight"], reference.state_dict()["layer3.1.conv2.weight"])
 
