@@ -7,10 +7,6 @@ efficient self-attention (keys/values from a sequence shrunk by a strided conv) 
 LayerNorm. Parameter names follow the authors' release (``patch_embed1``, ``block1.0.attn.q``, ``norm1``...),
 so a public MiT state_dict loads into it through MODEL.MIT.PRETRAINED.
 """
-import logging
-import os
-from typing import List, NamedTuple
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -18,11 +14,9 @@ from torch.nn import functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
-__all__ = [
-    "MIT_VARIANTS", "EfficientSelfAttention", "LoadReport", "MixTransformer", "build_mit_backbone",
-]
+from ..pretrained import LoadReport, load_into, read_state_dict
 
-logger = logging.getLogger(__name__)
+__all__ = ["MIT_VARIANTS", "EfficientSelfAttention", "MixTransformer", "build_mit_backbone"]
 
 # SegFormer paper, Table 6 (and Appendix): per-stage widths, depths, heads and sequence-reduction ratios.
 MIT_VARIANTS = {
@@ -32,12 +26,6 @@ MIT_VARIANTS = {
 MIT_NUM_HEADS = (1, 2, 5, 8)
 MIT_SR_RATIOS = (8, 4, 2, 1)
 MIT_MLP_RATIO = 4
-
-
-class LoadReport(NamedTuple):
-    missing: List[str]
-    unexpected: List[str]
-    mismatched: List[str]  # in both, with different shapes: left at their initial values
 
 
 def drop_path(x, p, training):
@@ -192,37 +180,14 @@ class MixTransformer(Backbone):
             for name in self._out_features
         }
 
-    def load_pretrained(self, path):
-        """Load an encoder state_dict saved with ``torch.save``; log and return the keys that did not fit.
+    def load_pretrained(self, path) -> LoadReport:
+        """Load an encoder state_dict (``torch.save``, ``.safetensors``; a ``{"state_dict": ...}`` wrapper is
+        accepted) with :func:`seg_d2.modeling.pretrained.load_into`; log and return its report.
 
         Keys of this model missing from the file and mismatched shapes keep their initial values; file
         keys this model lacks (e.g. the authors' ImageNet classifier ``head.*``) are ignored.
         """
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"MODEL.MIT.PRETRAINED {path!r}: no such file")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        own = self.state_dict()
-        mismatched = sorted(k for k in state.keys() & own.keys() if state[k].shape != own[k].shape)
-        loadable = {k: v for k, v in state.items() if k in own and k not in mismatched}
-        if not loadable:
-            raise ValueError(
-                f"MODEL.MIT.PRETRAINED {path!r}: no tensor fits this MiT (another variant or not an encoder "
-                f"state_dict?); {len(mismatched)} keys differ in shape, file keys start {sorted(state)[:3]}, "
-                f"model keys start {sorted(own)[:3]}"
-            )
-        self.load_state_dict(loadable, strict=False)
-        report = LoadReport(sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys()), mismatched)
-        if any(report):
-            logger.warning(
-                f"MODEL.MIT.PRETRAINED {path}: loaded {len(loadable)}/{len(own)} tensors; "
-                f"missing (kept initial values): {report.missing}; unexpected (ignored): {report.unexpected}; "
-                f"shape mismatch (kept initial values): {report.mismatched}"
-            )
-        else:
-            logger.info(f"MODEL.MIT.PRETRAINED {path}: loaded all {len(own)} tensors")
-        return report
+        return load_into(self, read_state_dict(path, key="MODEL.MIT.PRETRAINED"), f"MODEL.MIT.PRETRAINED {path}")
 
 
 def _init_weights(m):
