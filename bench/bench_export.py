@@ -22,11 +22,10 @@ import seg_d2  # noqa: F401  (first: makes Detectron2 whole and registers seg_d2
 import torch
 
 from detectron2.data import DatasetCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 
 from seg_d2.engine import setup_cfg
-from seg_d2.export import ExportedPredictor, check_export, export_model, preprocess
+from seg_d2.export import ExportedPredictor, check_export, export_model, preprocess, read_input_image
 
 CONFIGS = {
     "semantic (SemSegFPNHead)": "configs/builtin/semantic_fpn_R18.yaml",
@@ -56,7 +55,7 @@ def bench(config, args, output_dir):
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     records = DatasetCatalog.get(cfg.DATASETS.TEST[0])[: args.images]
-    images = [read_image(r["file_name"], format="BGR") for r in records]
+    images = [read_input_image(cfg, r["file_name"], r.get("window")) for r in records]
     paths = export_model(cfg, output_dir, model=model, image=images[0])
     runners = {"pytorch": None, "onnxruntime": ExportedPredictor(paths["onnx"], threads=args.threads),
                "torchscript": ExportedPredictor(paths["torchscript"])}

@@ -18,11 +18,11 @@ import sys
 
 import seg_d2  # noqa: F401  (first: makes Detectron2 whole and registers seg_d2)
 
-from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
+from seg_d2.data.image_io import ImageReadError
 from seg_d2.engine import setup_cfg
-from seg_d2.export import TOLERANCES, check_export, export_model
+from seg_d2.export import TOLERANCES, check_export, export_model, read_input_image
 from seg_d2.export.api import load_model, sample_image
 from seg_d2.export.parity import beyond_tolerance
 
@@ -44,10 +44,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _read(path):
+def _read(cfg, path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such image")
-    return read_image(path, format="BGR")
+    return read_input_image(cfg, path)  # 16-bit / float images normalised as INPUT.NORMALIZE says
 
 
 def _check(path, model, names, images) -> bool:
@@ -67,9 +67,9 @@ def main(argv=None) -> int:
     setup_logger(name="seg_d2")
     try:
         cfg = setup_cfg(args.config_file, args.opts)
-        image = _read(args.sample_image) if args.sample_image else sample_image(cfg)
-        checks = [_read(p) for p in args.check_image]
-    except (FileNotFoundError, ValueError, KeyError) as error:
+        image = _read(cfg, args.sample_image) if args.sample_image else sample_image(cfg)
+        checks = [_read(cfg, p) for p in args.check_image]
+    except (FileNotFoundError, ImageReadError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:

@@ -7,7 +7,7 @@
 
 ``tools/export_model.py`` is the command line; ``docs/export.md`` the guide.
 """
-from .api import check_export, export_model
+from .api import check_export, export_model, read_input_image
 from .exporter import ONNX_OPSET, TracedModel, export_onnx, export_torchscript, trace_model
 from .outputs import model_family
 from .parity import TOLERANCES, check_parity, compare_outputs, reference_outputs
@@ -30,6 +30,7 @@ __all__ = [
     "model_family",
     "paste_masks",
     "preprocess",
+    "read_input_image",
     "reference_outputs",
     "trace_model",
 ]

@@ -8,9 +8,9 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 
+from ..data.image_io import Normalization, read_image
 from .exporter import (
     export_onnx,
     export_torchscript,
@@ -23,21 +23,28 @@ from .exporter import (
 from .parity import TOLERANCES, check_parity, compare_outputs, reference_outputs
 from .runtime import ExportedPredictor, preprocess
 
-__all__ = ["FORMATS", "export_model", "check_export", "load_model", "sample_image"]
+__all__ = ["FORMATS", "export_model", "check_export", "load_model", "read_input_image", "sample_image"]
 
 logger = logging.getLogger(__name__)
 
 FORMATS = {"onnx": (".onnx", export_onnx), "torchscript": (".ts", export_torchscript)}
 
 
+def read_input_image(cfg, path: str, window=None) -> np.ndarray:
+    """An image file (or its ``window`` (x0, y0, x1, y1)) as the model takes it, BGR as DefaultPredictor's input:
+    16-bit and float files normalised as ``INPUT.NORMALIZE`` says, bands chosen by ``INPUT.BANDS``
+    (:func:`seg_d2.data.image_io.read_image`; Detectron2's reader saturates a 16-bit image to white)."""
+    return read_image(path, "BGR", Normalization.from_config(cfg), tuple(cfg.INPUT.BANDS), window)
+
+
 def sample_image(cfg) -> np.ndarray:
-    """The first image of ``cfg.DATASETS.TEST[0]`` (BGR), the default image to trace on."""
+    """The first image of ``cfg.DATASETS.TEST[0]`` (:func:`read_input_image`), the default image to trace on."""
     if not cfg.DATASETS.TEST:
         raise ValueError("no sample image: DATASETS.TEST is empty; pass an image (--sample-image)")
     records = DatasetCatalog.get(cfg.DATASETS.TEST[0])
     if not records:
         raise ValueError(f"no sample image: dataset {cfg.DATASETS.TEST[0]!r} has no records")
-    return read_image(records[0]["file_name"], format="BGR")
+    return read_input_image(cfg, records[0]["file_name"], records[0].get("window"))
 
 
 def load_model(cfg) -> torch.nn.Module:
