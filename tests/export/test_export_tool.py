@@ -45,6 +45,13 @@ def test_missing_image_exits_2(tool, tmp_path, capsys):
     assert "no.png: no such image" in capsys.readouterr().err
 
 
+def test_undecodable_image_exits_2(tool, tmp_path, capsys):
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a PNG signature and nothing else
+    status = tool(["--config-file", CONFIG, "--output", str(tmp_path), "--sample-image", str(tmp_path / "cut.png")])
+    assert status == 2
+    assert f"{tmp_path / 'cut.png'}: " in capsys.readouterr().err
+
+
 def test_unreadable_weights_exit_2(tool, tmp_path, capsys):
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     status = tool(["--config-file", CONFIG, "--output", str(tmp_path), "MODEL.WEIGHTS", str(tmp_path / "broken.pth")])
