@@ -6,7 +6,7 @@ Mask R-CNN R50-FPN and Panoptic FPN R50: random weights (made to give 100 distin
 shapes images resized as the zoo configs resize them (800 px at test, 640-800 px in training). "stock" is
 the same config with SEG_D2.FOLD_NORMS False, i.e. Detectron2's own modules; both models hold the same
 weights, and the outputs are compared.
-3. The demo's training speed (configs/builtin/panoptic_fpn_R18_demo.yaml) at 1 thread, 2 threads, torch's
+3. The demo's training speed (configs/builtin/panoptic_fpn_regnetx002_demo.yaml) at 1 thread, 2 threads, torch's
 default and seg_d2's thread policy (SEG_D2.NUM_THREADS 0), in alternated blocks of iterations.
 
 Times are medians over the rounds; "cpu" is this process's CPU time, which other jobs on a shared machine
@@ -42,7 +42,7 @@ MODELS = {  # name: (model-zoo config, built-in training set in the form the mod
                          "seg_d2_shapes_train_panoptic_separated"),
 }
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "builtin",
-                           "panoptic_fpn_R18_demo.yaml")
+                           "panoptic_fpn_regnetx002_demo.yaml")
 
 
 def zoo_cfg(zoo_config, fold_norms):
@@ -150,7 +150,8 @@ def bench_training(rounds):
             first_losses.setdefault(label, total.item())
 
         with EventStorage():
-            for label in models:  # warm-up, and the first losses, from the same weights on the same batch
+            for label in models:  # warm-up, and the first losses: same weights, batch and sampled ROIs
+                torch.manual_seed(0)
                 step(label, batches[0])
             times = alternate({label: lambda label=label: step(label, next(remaining[label])) for label in models},
                               rounds)
