@@ -89,7 +89,8 @@ def threads_for_idle_cores(others_busy_cores, max_threads):
 
 class ThreadPolicy(HookBase):
     """Training hook: sets torch's CPU threads to one per idle core before training, then re-checks every
-    ``period_s`` seconds from the load other processes put on the CPUs meanwhile.
+    ``period_s`` seconds from the load other processes put on the CPUs meanwhile; restores the count torch
+    had once training (and an evaluation hook registered before this one) is done.
 
     Args:
         num_threads: > 0 fixes the count (config SEG_D2.NUM_THREADS); 0 lets the policy choose, unless
@@ -106,6 +107,7 @@ class ThreadPolicy(HookBase):
         self._next_check = 0.0
 
     def before_train(self):
+        self._threads_before = torch.get_num_threads()
         if self._fixed is not None:
             self._set(self._fixed, "as set by the user")
         elif not self._load.available:
@@ -118,6 +120,11 @@ class ThreadPolicy(HookBase):
     def after_step(self):
         if self._fixed is None and self._load.available and time.monotonic() >= self._next_check:
             self._check()
+
+    def after_train(self):
+        # Registered after the evaluation hook: the final evaluation ran with the policy's threads; the
+        # process (e.g. a test session running many trainings) gets torch's own setting back.
+        torch.set_num_threads(self._threads_before)
 
     def _check(self):
         self._next_check = time.monotonic() + self._period_s

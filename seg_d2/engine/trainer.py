@@ -66,7 +66,7 @@ class Trainer(DefaultTrainer):
         writers = next((i for i, h in enumerate(built) if isinstance(h, hooks.PeriodicWriter)), len(built))
         built.insert(writers, SkippedSamplesReport())
         built.insert(0, ReseedEachIteration(run_seed(self.cfg)))
-        built.insert(0, ThreadPolicy(self.cfg.SEG_D2.NUM_THREADS))
+        built.append(ThreadPolicy(self.cfg.SEG_D2.NUM_THREADS))  # last: its after_train follows evaluation
         return training_hooks(self.cfg, built)
 
     def _resumable_data_streams(self, built_hooks):

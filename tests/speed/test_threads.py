@@ -90,3 +90,12 @@ def test_user_settings_win(monkeypatch):
     assert user_thread_setting(2) == 2  # the config's SEG_D2.NUM_THREADS before the environment
     ThreadPolicy(num_threads=0, max_threads=2).before_train()
     assert torch.get_num_threads() == 3
+
+
+def test_torch_threads_restored_after_training():
+    torch.set_num_threads(2)
+    policy = ThreadPolicy(num_threads=1)
+    policy.before_train()
+    assert torch.get_num_threads() == 1
+    policy.after_train()
+    assert torch.get_num_threads() == 2
