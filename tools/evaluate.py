@@ -15,11 +15,10 @@ import os
 import sys
 from collections import Counter
 
-import seg_d2  # noqa: F401  (before detectron2)
 from seg_d2.evaluation import EvaluationInputError, evaluate_sem_seg_files, pq_compute, run_cocoeval
 from seg_d2.evaluation.coco_mask_ap import ENGINES, coco_metrics
 from seg_d2.evaluation.panoptic_quality import PQ_ENGINES
-from seg_d2.evaluation.sem_seg_evaluator import PREDICTED_ONLY
+from seg_d2.evaluation.semantic_metrics import PREDICTED_ONLY
 from seg_d2.evaluation.validation import load_json
 
 

@@ -3,16 +3,20 @@
 Everything here is applied once by ``import seg_d2`` and does nothing where Detectron2 is already
 whole. seg_d2's own build of Detectron2 (tools/install_detectron2.py) imports seg_d2 at the end of
 ``detectron2/__init__.py``, so any import order works; with another Detectron2, import seg_d2 first.
+Applying installs import hooks only (it imports neither torch nor Detectron2); each fix takes effect
+when the module it fixes is imported:
 
 - a missing compiled ``detectron2._C`` is replaced by :mod:`seg_d2.compat.c_ops` (PyTorch versions of
-  every op it has), and ``torch.ops.detectron2.nms_rotated`` is registered;
+  every op it has) when ``detectron2._C`` is first imported, which registers
+  ``torch.ops.detectron2.nms_rotated`` too (``detectron2.layers`` imports ``_C``, as the compiled
+  extension's op is also loaded with it);
 - the other fixes are patches applied to one Detectron2 module each, right after that module is
   imported (see :mod:`seg_d2.compat.patches`), so nothing outside Detectron2 is changed.
 """
 import importlib.util
 import sys
 
-from .import_hooks import install_patches
+from .import_hooks import finds_elsewhere, install_patches, supply_if_missing
 from .patches import PATCHES
 
 __all__ = ["apply", "has_compiled_ops"]
@@ -25,7 +29,16 @@ def has_compiled_ops() -> bool:
     module = sys.modules.get("detectron2._C")
     if module is not None:
         return not getattr(module, "IS_SEG_D2_COMPAT", False)
-    return importlib.util.find_spec("detectron2._C") is not None
+    package = importlib.util.find_spec("detectron2")  # finds the package without importing it
+    return package is not None and finds_elsewhere("detectron2._C", package.submodule_search_locations)
+
+
+def _compat_ops():
+    """seg_d2's PyTorch versions of the compiled ops, with ``torch.ops.detectron2.nms_rotated`` registered."""
+    from . import c_ops
+
+    c_ops.register_torch_ops()
+    return c_ops
 
 
 def apply() -> None:
@@ -34,9 +47,5 @@ def apply() -> None:
     if _applied:
         return
     _applied = True
-    if not has_compiled_ops():
-        from . import c_ops
-
-        sys.modules["detectron2._C"] = c_ops
-        c_ops.register_torch_ops()
+    supply_if_missing("detectron2._C", _compat_ops)  # a compiled _C, when found, is imported as usual
     install_patches(PATCHES)

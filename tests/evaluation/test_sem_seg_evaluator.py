@@ -10,12 +10,8 @@ from PIL import Image
 import seg_d2  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
-from seg_d2.evaluation.sem_seg_evaluator import (
-    SemSegMetricsEvaluator,
-    evaluate_sem_seg_files,
-    sem_seg_image_stats,
-    sem_seg_metrics,
-)
+from seg_d2.evaluation.sem_seg_evaluator import SemSegMetricsEvaluator
+from seg_d2.evaluation.semantic_metrics import evaluate_sem_seg_files, sem_seg_image_stats, sem_seg_metrics
 from seg_d2.evaluation.validation import EvaluationInputError
 
 
