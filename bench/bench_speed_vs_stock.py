@@ -41,6 +41,7 @@ MODELS = {  # name: (model-zoo config, built-in training set in the form the mod
     "Panoptic FPN R50": ("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
                          "seg_d2_shapes_train_panoptic_separated"),
 }
+TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before main() sets --threads
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "builtin",
                            "panoptic_fpn_regnetx002_demo.yaml")
 
@@ -164,7 +165,7 @@ def bench_threads(rounds, block):
     cfg = setup_cfg(DEMO_CONFIG, ["OUTPUT_DIR", os.path.join("output", "bench_speed_threads")])
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
-    default_threads = torch.get_num_threads()
+    default_threads = TORCH_DEFAULT_THREADS
     policy = ThreadPolicy(num_threads=0, period_s=0.0, max_threads=default_threads)
     settings = {"1 thread": lambda: torch.set_num_threads(1), "2 threads": lambda: torch.set_num_threads(2),
                 f"torch default ({default_threads})": lambda: torch.set_num_threads(default_threads),
