@@ -14,21 +14,26 @@ inputs. A bad input is reported and skipped; the summary at the end lists them a
 """
 import argparse
 import json
-import logging
 import os
 import sys
+import traceback
 
 import numpy as np
 
 import seg_d2  # noqa: F401  (before detectron2)
+from detectron2.config import get_cfg
 from detectron2.engine import DefaultPredictor
+from detectron2.projects.deeplab import add_deeplab_config
+from detectron2.projects.panoptic_deeplab import add_panoptic_deeplab_config
+from detectron2.projects.point_rend import add_pointrend_config
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-from seg_d2.data.image_io import Normalization, read_image
-from seg_d2.engine.trainer import setup_cfg
+from seg_d2.data.image_io import ImageReadError, Normalization, read_image
+from seg_d2.engine.trainer import prepare_cfg
 from seg_d2.inference import SlidingWindowPredictor
 from seg_d2.inference.outputs import PredictionWriter, prediction_metadata
-from seg_d2.inference.overlay import draw_prediction, draw_prompt, to_display_rgb
+from seg_d2.inference.overlay import draw_prediction, draw_prompt
 from seg_d2.prompting import NoMatchingInstance, select_instances
 from seg_d2.utils.inputs import expand_inputs, looks_like_config_key
 from seg_d2.utils.progress import progress
@@ -99,6 +104,23 @@ def _config_overrides(args):
     return opts + list(args.opts)
 
 
+def load_config(config_file, opts):
+    """As seg_d2.engine.setup_cfg (defaults with seg_d2's keys, file, overrides, prepare_cfg, seed), plus the
+    keys of the Detectron2 projects seg_d2's build ships (PointRend, DeepLab, Panoptic-DeepLab; see
+    configs/projects/), which their own tools add, so that their configs predict here too."""
+    cfg = get_cfg()  # seg_d2's keys are in Detectron2's defaults once seg_d2 is imported
+    for add_project_config in (add_pointrend_config, add_deeplab_config, add_panoptic_deeplab_config):
+        add_project_config(cfg)
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"--config-file {config_file}: no such file")
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    cfg.freeze()
+    prepare_cfg(cfg)
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)  # random-weight runs repeat
+    return cfg
+
+
 def _image_ids(gt_json):
     """{file name: image id} of a COCO (instances or panoptic) JSON's images."""
     with open(gt_json) as f:
@@ -143,7 +165,7 @@ def _describe(path, prediction, metadata):
     return lines
 
 
-def _prompt_overlay(rgb, prediction, args, metadata, lines):
+def _prompt_overlay(image, input_format, prediction, args, metadata, lines):
     """Overlay of the instances answering --points (seg_d2.prompting.select_instances)."""
     if prediction.instances is None:
         raise ValueError("--points needs an instance or panoptic model")
@@ -159,7 +181,7 @@ def _prompt_overlay(rgb, prediction, args, metadata, lines):
         candidates = []
         lines.append(f"  prompt: {e}")
     lines += [f"  prompt candidate #{r + 1}: score={s:.3f} area={int(m.sum())}" for r, (m, s) in enumerate(candidates)]
-    return draw_prompt(rgb, candidates, args.points, metadata, args.overlay_max_side)
+    return draw_prompt(image, input_format, candidates, args.points, metadata, args.overlay_max_side)
 
 
 def predict_image(predictor, cfg, path, name, args, writer, image_id):
@@ -167,14 +189,13 @@ def predict_image(predictor, cfg, path, name, args, writer, image_id):
     image = read_image(path, format=cfg.INPUT.FORMAT, normalize=Normalization.from_config(cfg),
                        bands=tuple(cfg.INPUT.BANDS) or None)
     prediction = predictor(image)
-    rgb = to_display_rgb(image, cfg.INPUT.FORMAT)
-    del image
     writer.add(prediction, name, os.path.basename(path), image_id)
     lines = _describe(path, prediction, writer.metadata)
     if args.points is None:
-        overlay = draw_prediction(rgb, prediction, writer.metadata, args.overlay_max_side, args.max_drawn)
+        overlay = draw_prediction(image, cfg.INPUT.FORMAT, prediction, writer.metadata, args.overlay_max_side,
+                                  args.max_drawn)
     else:
-        overlay = _prompt_overlay(rgb, prediction, args, writer.metadata, lines)
+        overlay = _prompt_overlay(image, cfg.INPUT.FORMAT, prediction, args, writer.metadata, lines)
     overlay.save(os.path.join(args.output, name + ".png"))
     return lines
 
@@ -190,7 +211,7 @@ def _summary(done, failures, output):
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="seg_d2")
-    cfg = setup_cfg(args.config_file, _config_overrides(args))
+    cfg = load_config(args.config_file, _config_overrides(args))
     paths, failures = expand_inputs(args.input)
     image_ids = _image_ids(args.gt) if args.gt else None
     done = 0
@@ -208,9 +229,10 @@ def main(argv=None):
                 print("\n".join(lines), flush=True)
                 done += 1
             except Exception as e:  # one bad image must not stop the batch; the summary names it
-                logging.getLogger("seg_d2.predict").debug("failed", exc_info=True)
                 failures.append((path, f"{type(e).__name__}: {e}"))
                 print(f"{path}: FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                if not isinstance(e, ImageReadError):  # not the file's fault: show where it happened
+                    traceback.print_exc()
         for written in writer.close():
             print(f"wrote {written}")
     print("\n".join(_summary(done, failures, args.output)))

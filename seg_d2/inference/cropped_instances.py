@@ -23,7 +23,8 @@ def tight_crop(mask):
         return 0, 0, np.zeros((0, 0), dtype=bool)
     cols = np.flatnonzero(mask.any(axis=0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    return int(x0), int(y0), np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=bool)
+    # a copy, never a view: a view of a full-width crop would keep the tile's whole mask array alive
+    return int(x0), int(y0), np.array(mask[y0:y1, x0:x1], dtype=bool, copy=True)
 
 
 def crop_to_rle(crop, x0, y0, height, width):

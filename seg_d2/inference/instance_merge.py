@@ -52,9 +52,8 @@ def _iou_inside(mask_a, mask_b, region):
     return np.count_nonzero(a & b) / union if union else 0.0
 
 
-def _matches(instances, tile_of, windows, iou_thresh, class_agnostic):
+def _matches(instances, mask_boxes, tile_of, windows, iou_thresh, class_agnostic):
     """(iou, i, j) for instances of overlapping tiles whose masks agree inside the shared window."""
-    mask_boxes = instances.mask_boxes()
     found = []
     for a, b in _overlapping_window_pairs(windows):
         shared = np.array(_intersection(np.asarray(windows[a]), np.asarray(windows[b])))
@@ -98,9 +97,9 @@ def _groups(matches, tile_of):
     return list(groups.values())
 
 
-def _joined_mask(parts, instances, tile_of, windows, height, width):
+def _joined_mask(parts, instances, mask_boxes, tile_of, windows, height, width):
     """(x0, y0, crop): each pixel of the parts' union box from the part whose window weighs it most."""
-    boxes = instances.mask_boxes()[parts]
+    boxes = mask_boxes[parts]
     ux0, uy0 = boxes[:, :2].min(axis=0)
     ux1, uy1 = boxes[:, 2:].max(axis=0)
     best = np.zeros((uy1 - uy0, ux1 - ux0), dtype=np.float32)
@@ -132,11 +131,14 @@ def merge_tile_instances(tiles, height, width, iou_thresh=0.5, class_agnostic=Fa
     Returns:
         CroppedInstances sorted by decreasing score (stable).
     """
+    if not tiles:
+        return CroppedInstances.empty()
     windows = [tuple(int(v) for v in w) for w, _ in tiles]
     instances = CroppedInstances.concatenate([inst for _, inst in tiles])
     tile_of = np.concatenate([np.full(len(inst), t, dtype=np.int64) for t, (_, inst) in enumerate(tiles)] +
                              [np.zeros(0, dtype=np.int64)])
-    matches = _matches(instances, tile_of, windows, iou_thresh, class_agnostic)
+    mask_boxes = instances.mask_boxes()
+    matches = _matches(instances, mask_boxes, tile_of, windows, iou_thresh, class_agnostic)
     boxes, scores, classes, masks = [], [], [], []
     for group in _groups(matches, tile_of):
         parts = sorted(group, key=lambda i: (-instances.scores[i], i))
@@ -146,7 +148,7 @@ def merge_tile_instances(tiles, height, width, iou_thresh=0.5, class_agnostic=Fa
         scores.append(instances.scores[best])
         classes.append(instances.classes[best])
         masks.append(instances.masks[best] if len(parts) == 1 else
-                     _joined_mask(parts, instances, tile_of, windows, height, width))
+                     _joined_mask(parts, instances, mask_boxes, tile_of, windows, height, width))
     if not masks:
         return CroppedInstances.empty()
     merged = CroppedInstances(np.stack(boxes), np.array(scores, dtype=np.float64),

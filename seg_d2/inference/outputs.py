@@ -91,13 +91,18 @@ class PredictionWriter:
         self._panoptic.append({"image_id": image_id, "file_name": name + ".png", "segments_info": segments})
 
     def _categories(self):
-        things = [{"id": self._thing_id(i), "name": n, "isthing": 1}
-                  for i, n in enumerate(self.metadata.get("thing_classes", []))]
-        # stuff label 0 of Panoptic FPN's separated form is "things", not a category
-        separated = self.metadata.get("stuff_dataset_id_to_contiguous_id", {}).get(0, None) == 0
-        stuff = [{"id": self._stuff_id(i), "name": n, "isthing": 0}
-                 for i, n in enumerate(self.metadata.get("stuff_classes", [])) if not (separated and i == 0)]
-        return things + stuff
+        """COCO panoptic categories from the metadata's class names and id maps (Panoptic FPN's separated
+        form: stuff label 0 is "things", not a category)."""
+        categories = []
+        for names_key, map_key, isthing in (("thing_classes", "thing_dataset_id_to_contiguous_id", 1),
+                                            ("stuff_classes", "stuff_dataset_id_to_contiguous_id", 0)):
+            names = self.metadata.get(names_key, [])
+            mapping = self.metadata.get(map_key, None) or {i: i for i in range(len(names))}
+            separated = not isthing and mapping.get(0, None) == 0 and len(mapping) > 1
+            categories += [{"id": int(dataset_id), "name": names[contiguous], "isthing": isthing}
+                           for dataset_id, contiguous in sorted(mapping.items(), key=lambda kv: kv[1])
+                           if not (separated and contiguous == 0)]
+        return categories
 
     def close(self):
         """Write the JSON files; returns their paths."""

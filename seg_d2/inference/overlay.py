@@ -6,29 +6,25 @@ their cropped masks (the Visualizer's own instance path makes one full-size mask
 """
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from detectron2.utils.visualizer import GenericMask, Visualizer
 
-__all__ = ["draw_prediction", "draw_prompt", "to_display_rgb"]
-
-
-def to_display_rgb(image, input_format):
-    """uint8 RGB for drawing from a model input (uint8, or float 0..255 from seg_d2's reader) in BGR/RGB."""
-    rgb = image[:, :, ::-1] if input_format == "BGR" else image
-    if rgb.dtype != np.uint8:
-        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(rgb)
+__all__ = ["draw_prediction", "draw_prompt"]
 
 
 def _scale(height, width, max_side):
     return min(1.0, max_side / max(height, width)) if max_side > 0 else 1.0
 
 
-def _resize_image(rgb, scale):
-    if scale == 1.0:
-        return rgb
-    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+def _display(image, input_format, scale):
+    """The picture to draw on: the model input (uint8, or float 0..255 from seg_d2's reader, BGR or RGB)
+    resized by ``scale`` first (no full-size copy of a large image), then as uint8 RGB."""
+    if scale != 1.0:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+    rgb = image[:, :, ::-1] if input_format == "BGR" else image
+    return np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8) if rgb.dtype != np.uint8 else rgb)
 
 
 def _sample(labels, shape):
@@ -71,14 +67,15 @@ def _instance_items(instances, max_drawn):
 
 
 def _segment_items(prediction, max_drawn):
-    """Things of a panoptic prediction: the pixels each segment kept, on its instance's crop."""
+    """Things of a panoptic prediction: the pixels each segment holds, in its bounding box (one pass)."""
+    boxes = ndimage.find_objects(prediction.panoptic_seg, max_label=len(prediction.segments_info))
+    things = sorted((s for s in prediction.segments_info if s["isthing"]), key=lambda s: -s.get("score", 0.0))
     items = []
-    things = sorted((s for s in prediction.segments_info if s["isthing"]), key=lambda s: -s["score"])
     for segment in things[:max_drawn]:
-        x0, y0, crop = prediction.instances.masks[segment["instance_id"]]
-        own = prediction.panoptic_seg[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] == segment["id"]
-        items.append((prediction.instances.boxes[segment["instance_id"]], (x0, y0, own), segment["category_id"],
-                      segment["score"]))
+        rows, cols = boxes[segment["id"] - 1] or (slice(0, 0), slice(0, 0))
+        own = prediction.panoptic_seg[rows, cols] == segment["id"]
+        items.append(((cols.start, rows.start, cols.stop, rows.stop), (cols.start, rows.start, own),
+                      segment["category_id"], segment.get("score")))
     return items
 
 
@@ -91,10 +88,10 @@ def _stuff_labels(prediction, shape):
     return lookup[_sample(prediction.panoptic_seg, shape)]
 
 
-def draw_prediction(rgb, prediction, metadata, max_side=1600, max_drawn=300):
-    """The overlay (a Detectron2 ``VisImage``) of ``prediction`` on the uint8 RGB image ``rgb``."""
+def draw_prediction(image, input_format, prediction, metadata, max_side=1600, max_drawn=300):
+    """The overlay (a Detectron2 ``VisImage``) of ``prediction`` on ``image`` (the model's input)."""
     scale = _scale(prediction.height, prediction.width, max_side)
-    vis = Visualizer(_resize_image(rgb, scale), metadata)
+    vis = Visualizer(_display(image, input_format, scale), metadata)
     shape = vis.img.shape[:2]
     names = metadata.get("thing_classes", None)
     if prediction.panoptic_seg is not None:
@@ -107,11 +104,11 @@ def draw_prediction(rgb, prediction, metadata, max_side=1600, max_drawn=300):
     return vis.get_output()
 
 
-def draw_prompt(rgb, candidates, points, metadata, max_side=1600):
-    """Point-prompt answers: (mask, score) candidates (the best in lime, alternatives faint yellow) and the
-    points (green positive, red negative)."""
-    scale = _scale(rgb.shape[0], rgb.shape[1], max_side)
-    vis = Visualizer(_resize_image(rgb, scale), metadata)
+def draw_prompt(image, input_format, candidates, points, metadata, max_side=1600):
+    """Point-prompt answers on ``image`` (the model's input): (mask, score) candidates (the best in lime,
+    alternatives faint yellow) and the points (green positive, red negative)."""
+    scale = _scale(image.shape[0], image.shape[1], max_side)
+    vis = Visualizer(_display(image, input_format, scale), metadata)
     shape = vis.img.shape[:2]
     for rank, (mask, score) in enumerate(candidates):
         vis.draw_binary_mask(_sample(mask.astype(np.uint8), shape), color="lime" if rank == 0 else "yellow",

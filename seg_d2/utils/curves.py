@@ -34,9 +34,17 @@ def _series(rows, key):
     return [p for p in points if math.isfinite(p[1])]
 
 
-def _headline(key):
-    """Evaluation keys worth a line: "task/metric" without a per-class suffix ("segm/AP-circle")."""
-    return "/" in key and "-" not in key.split("/", 1)[1]
+# The metrics drawn for a task, where it has them (else all its metrics without a per-class suffix).
+_HEADLINE = {"AP", "AP50", "AP75", "PQ", "PQ_th", "PQ_st", "SQ", "RQ", "mIoU", "fwIoU", "mDice", "mBIoU", "pACC"}
+_COLUMNS = 3
+_EVALUATION_TASKS = {"bbox", "segm", "panoptic_seg", "sem_seg", "keypoints"}
+
+
+def _headline(keys):
+    """Of one task's "task/metric" keys, those worth a line: the headline metrics, never per-class ones
+    ("segm/AP-circle")."""
+    keys = [k for k in keys if "-" not in k.split("/", 1)[1]]
+    return [k for k in keys if k.split("/", 1)[1] in _HEADLINE] or keys
 
 
 def _panels(rows, eval_keys):
@@ -44,38 +52,45 @@ def _panels(rows, eval_keys):
     losses = [k for k in keys if "loss" in k]
     tasks = {}
     for key in keys:
-        if key in eval_keys and _headline(key):
+        if key in eval_keys and "/" in key:
             tasks.setdefault(key.split("/", 1)[0], []).append(key)
     panels = [("losses", losses, True), ("learning rate", ["lr"] if "lr" in keys else [], False)]
-    panels += [(f"evaluation: {task}", names, False) for task, names in sorted(tasks.items())]
+    panels += [(f"evaluation: {task}", _headline(names), False) for task, names in sorted(tasks.items())]
     return [p for p in panels if p[1]]
 
 
-def plot_training_curves(metrics_json, output_png, eval_keys=()):
+def plot_training_curves(metrics_json, output_png, eval_keys=None):
     """Draw ``output_png`` from ``metrics_json``: one panel of losses (log scale), one of the learning
-    rate and one per evaluated task (``eval_keys``: the "task/metric" keys that evaluation wrote).
+    rate and one per evaluated task, three panels a row. ``eval_keys``: the "task/metric" keys that
+    evaluation wrote (default: those of Detectron2's tasks bbox, segm, panoptic_seg, sem_seg, keypoints).
     Returns the path, or None when the file has nothing to plot yet."""
     if not os.path.isfile(metrics_json):
         return None
-    rows = read_metrics(metrics_json)
-    panels = _panels(rows, set(eval_keys))
+    metrics = read_metrics(metrics_json)
+    if eval_keys is None:
+        eval_keys = {k for r in metrics for k in r if k.split("/", 1)[0] in _EVALUATION_TASKS and "/" in k}
+    panels = _panels(metrics, set(eval_keys))
     if not panels:
         return None
     # Figure + Agg canvas, not pyplot: no global state, no display needed, safe beside any backend.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.4 * len(panels), 4.2), dpi=100)
+    first, last = metrics[0]["iteration"], metrics[-1]["iteration"]  # every panel on the run's own axis
+    columns = min(_COLUMNS, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(6.4 * columns, 4.2 * rows), dpi=100)
     FigureCanvasAgg(figure)
     for index, (title, keys, log_scale) in enumerate(panels):
-        axes = figure.add_subplot(1, len(panels), index + 1)
+        axes = figure.add_subplot(rows, columns, index + 1)
         for key in keys:
-            points = _series(rows, key)
+            points = _series(metrics, key)
             marker = "o" if len(points) < 30 else None  # evaluations are few points: show each one
             axes.plot([p[0] for p in points], [p[1] for p in points], label=key, marker=marker, markersize=3)
-        if log_scale and all(p[1] > 0 for key in keys for p in _series(rows, key)):
+        if log_scale and all(p[1] > 0 for key in keys for p in _series(metrics, key)):
             axes.set_yscale("log")
         axes.set_title(title)
+        axes.set_xlim(first - 0.02 * (last - first + 1), last + 0.02 * (last - first + 1))
         axes.set_xlabel("iteration")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)

@@ -41,6 +41,7 @@ def test_from_instances_round_trip():
     rng = np.random.default_rng(0)
     masks = rng.random((4, 30, 50)) < 0.05
     masks[2] = False  # an empty mask is kept, as Detectron2 keeps it
+    masks[3, 5:9, :] = True  # full width: its crop must still be a copy, not a view of the tile's masks
     instances = Instances((30, 50))
     instances.pred_masks = torch.from_numpy(masks)
     instances.pred_boxes = Boxes(torch.rand(4, 4) * 30)
@@ -53,6 +54,7 @@ def test_from_instances_round_trip():
         expected[3:33, 7:57] = masks[i]
         assert np.array_equal(cropped.dense_mask(i, 40, 60), expected)
         assert cropped.masks[i][2].shape == tight_crop(masks[i])[2].shape
+        assert not np.shares_memory(cropped.masks[i][2], instances.pred_masks.numpy())
     np.testing.assert_allclose(cropped.boxes, instances.pred_boxes.tensor.numpy() + [7, 3, 7, 3], rtol=1e-6)
     dense = cropped.to_instances(40, 60)
     assert torch.equal(dense.pred_masks[:, 3:33, 7:57], instances.pred_masks)

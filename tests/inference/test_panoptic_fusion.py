@@ -39,3 +39,15 @@ def test_equals_dense_fusion(seed, monkeypatch):
     assert np.array_equal(ids, expected_ids.numpy())
     assert segments == expected_segments
     assert ids.dtype == np.int32
+
+
+def test_panoptic_deeplab_label_map_as_segments():
+    from seg_d2.inference.sliding_window import _segments_from_labels
+
+    labels = np.array([[-1, 2000, 2000], [1001, 1001, 3000], [1002, 1002, 3000]])  # divisor 1000; 1 = thing
+    ids, segments = _segments_from_labels(labels, 1000, thing_ids={1})
+    assert ids.tolist() == [[0, 3, 3], [1, 1, 4], [2, 2, 4]]
+    assert segments == [{"id": 1, "category_id": 1, "isthing": True, "area": 2},
+                        {"id": 2, "category_id": 1, "isthing": True, "area": 2},
+                        {"id": 3, "category_id": 2, "isthing": False, "area": 2},
+                        {"id": 4, "category_id": 3, "isthing": False, "area": 2}]

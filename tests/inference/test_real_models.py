@@ -75,7 +75,7 @@ def test_semantic_one_window_and_tiles():
 @pytest.mark.parametrize("config", ["panoptic_seg_d2_R18_unet_head.yaml", "panoptic_fpn_R18_demo.yaml"])
 def test_panoptic_one_window_equals_the_models_own_fusion(config):
     predictor, sliding = _predictors(config, "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", "0.2")
-    image = _image()
+    image = _image(224, 224)  # 4 tiles
     outputs = predictor(image)
     expected_ids, expected_segments = outputs["panoptic_seg"]
     got = _whole(sliding, image)

@@ -70,3 +70,26 @@ def test_read_metrics_after_a_resume_and_a_cut_line(tmp_path):
     assert [(r["iteration"], r["lr"]) for r in got] == [(19, 0.01), (39, 0.01), (42, 0.02), (59, 0.02)]
     assert plot_training_curves(str(tmp_path / "metrics.json"), str(tmp_path / "c.png")) == str(tmp_path / "c.png")
     assert plot_training_curves(str(tmp_path / "none.json"), str(tmp_path / "d.png")) is None
+
+
+def test_progress_stands_in_for_a_data_loader():
+    """Detectron2's inference_on_dataset takes the wrapped loader (it needs len()): evaluation can show a bar."""
+    from detectron2.evaluation import DatasetEvaluator, inference_on_dataset
+
+    from seg_d2.utils.progress import progress
+
+    class Count(DatasetEvaluator):
+        def reset(self):
+            self.seen = []
+
+        def process(self, inputs, outputs):
+            self.seen += outputs
+
+        def evaluate(self):
+            return {"count": {"n": len(self.seen)}}
+
+    batches = [[{"i": i}] for i in range(7)]
+    wrapped = progress(batches, desc="evaluating", unit="image")
+    assert len(wrapped) == 7
+    result = inference_on_dataset(lambda inputs: [x["i"] for x in inputs], wrapped, Count())
+    assert result == {"count": {"n": 7}}
