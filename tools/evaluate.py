@@ -23,8 +23,10 @@ from seg_d2.evaluation.validation import load_json
 
 
 def _instances(args):
-    results = {iou_type: run_cocoeval(args.gt, args.results, iou_type, args.engine) for iou_type in args.iou_type}
-    names = _class_names(load_json(args.gt)["categories"])  # a checked ground truth by now
+    gt = load_json(args.gt)  # read once, for every IoU type and the class names
+    results = {iou_type: run_cocoeval(gt, args.results, iou_type, args.engine, gt_source=args.gt)
+               for iou_type in args.iou_type}
+    names = _class_names(gt["categories"])  # a checked ground truth by now
     return {iou_type: coco_metrics(result, iou_type, names) for iou_type, result in results.items()}
 
 

@@ -245,20 +245,34 @@ class _RLE(msgspec.Struct, gc=False):
     counts: str
 
 
-class _Detection(msgspec.Struct, gc=False):
-    """A results record as most files hold it. No looser than the record checks (strict JSON has no NaN
-    or inf; an int is neither a float nor a bool; box width and height >= 0; RLE counts a string, its
-    size two integers), so what passes here passes them too (tests pin that); a file this schema
-    refuses is parsed generically and checked record by record."""
+_Box = tuple[float, float, _Extent, _Extent]
+
+
+class _MaskDetection(msgspec.Struct, gc=False):
+    """A mask AP results record as most files hold it. The typed records are no looser than the record
+    checks (strict JSON has no NaN or inf; an int is neither a float nor a bool; box width and height
+    >= 0; RLE counts a string, its size two integers), so what passes here passes them too (tests pin
+    that); a file these schemas refuse is parsed generically and checked record by record."""
 
     image_id: int
     category_id: int
     score: float
-    segmentation: Union[_RLE, msgspec.UnsetType] = msgspec.UNSET
-    bbox: Union[tuple[float, float, _Extent, _Extent], msgspec.UnsetType] = msgspec.UNSET
+    segmentation: _RLE
+    bbox: Union[_Box, msgspec.UnsetType] = msgspec.UNSET
 
 
-_DETECTIONS = msgspec.json.Decoder(list[_Detection])
+class _BoxDetection(msgspec.Struct, gc=False):
+    """A box AP results record as most files hold it: a box and no mask."""
+
+    image_id: int
+    category_id: int
+    score: float
+    bbox: _Box
+    segmentation: msgspec.UnsetType = msgspec.UNSET  # present: the generic path checks the mask
+
+
+# The fields the iou type needs are required by its schema, so no pass over the records counts them.
+_DETECTIONS = {"segm": msgspec.json.Decoder(list[_MaskDetection]), "bbox": msgspec.json.Decoder(list[_BoxDetection])}
 FILE_READERS = ("hotcoco", "ultrafast")  # engines whose loadRes parses a results file in native code
 
 
@@ -296,21 +310,18 @@ def _typed_file_clear(path, index, iou_type):
     known ids, the boxes or masks ``iou_type`` needs (for mask AP, boxes on all or none; no masks in box
     results) and RLE sizes equal to their images'; else None, and the generic path decides."""
     try:
-        detections = _DETECTIONS.decode(read_bytes(path))
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        detections = _DETECTIONS[iou_type].decode(read_bytes(path))
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None
     image_ids = list(map(attrgetter("image_id"), detections))
     if not (detections and set(image_ids) <= index.image_ids
             and set(map(attrgetter("category_id"), detections)) <= index.category_ids):
         return None
-    n, unset = len(detections), msgspec.UNSET
-    boxes_missing = countOf(map(attrgetter("bbox"), detections), unset)
-    masks_missing = countOf(map(attrgetter("segmentation"), detections), unset)
     if iou_type == "bbox":
-        clear = not boxes_missing and masks_missing == n
-    else:
-        clear = not masks_missing and boxes_missing in (0, n) and list(
-            map(attrgetter("segmentation.size"), detections)) == list(map(index.sizes.__getitem__, image_ids))
+        return True
+    boxes_missing = countOf(map(attrgetter("bbox"), detections), msgspec.UNSET)
+    clear = boxes_missing in (0, len(detections)) and list(
+        map(attrgetter("segmentation.size"), detections)) == list(map(index.sizes.__getitem__, image_ids))
     return not boxes_missing if clear else None
 
 

@@ -57,7 +57,7 @@ def load_json(path_or_dict):
 
     msgspec parses (3-4x Python's json here, bench/bench_evaluation.py); what it refuses goes to Python's
     json: its NaN/Infinity tokens and numbers beyond 64 bits, which the checks then name, and its error
-    messages for really malformed files.
+    messages for really malformed files (msgspec raises a bare UnicodeDecodeError on invalid UTF-8).
     """
     if not isinstance(path_or_dict, (str, os.PathLike)):
         return path_or_dict
@@ -65,7 +65,7 @@ def load_json(path_or_dict):
     with gc_paused():
         try:
             return msgspec.json.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             pass
         try:
             return json.loads(data)

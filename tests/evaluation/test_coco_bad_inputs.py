@@ -136,6 +136,22 @@ def test_results_that_are_not_a_list(tmp_path, capsys):
     assert cli.main(["instances", "--gt", gt_path, "--results", dets_path]) == 2
 
 
+@pytest.mark.parametrize("named", ["gt", "dets"])
+def test_invalid_utf8_is_malformed_json_naming_the_file(tmp_path, capsys, named):
+    """msgspec raises a bare UnicodeDecodeError on invalid UTF-8 in a string; it is the file's error."""
+    _, _, (gt_path, dets_path) = _files(tmp_path, lambda gt, dets: None)
+    path = gt_path if named == "gt" else dets_path
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data.replace(b'"counts": "', b'"counts": "\xff', 1))  # a byte no UTF-8 text holds
+    for engine in ENGINES:
+        with pytest.raises(EvaluationInputError, match=f"^{path}: malformed JSON"):
+            run_cocoeval(gt_path, dets_path, "segm", engine)
+    assert cli.main(["instances", "--gt", gt_path, "--results", dets_path]) == 2
+    assert f"error: {path}: malformed JSON" in capsys.readouterr().err
+
+
 def test_valid_case_evaluates_on_every_engine(tmp_path):
     """The base of the cases above is valid, so each failure comes from its one mutation."""
     _, _, (gt_path, dets_path) = _files(tmp_path, lambda gt, dets: None)

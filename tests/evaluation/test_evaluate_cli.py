@@ -101,3 +101,21 @@ def test_instances_on_voc_labelme_same_ap_for_every_engine_and_a_warning(tmp_pat
 def _rle_of(polygons, h, w):
     rle = mask_util.merge(mask_util.frPyObjects(polygons, h, w))
     return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_instances_box_and_mask_ap_in_one_run_equal_separate_runs(tmp_path, engine):
+    """The tool reads the ground truth once for both IoU types; an engine that edits it while evaluating
+    (pycocotools turns polygons into RLEs in place) must not change the second type's numbers."""
+    gt, dets = _coco(tmp_path)
+    square = lambda x, y: [[x, y, x + 2, y, x + 2, y + 2, x, y + 2]]  # noqa: E731
+    detections = [{"image_id": 1, "category_id": 3, "score": s, "bbox": [x, x, 2, 2], "segmentation": square(x, x)}
+                  for s, x in ((0.9, 0), (0.5, 1))]
+    (tmp_path / "dets.json").write_text(json.dumps(detections))
+    out = str(tmp_path / "m.json")
+    assert cli.main(["--output", out, "instances", "--gt", gt, "--results", dets, "--iou-type", "segm", "bbox",
+                     "--engine", engine]) == 0
+    written = json.load(open(out))
+    for iou_type in ("segm", "bbox"):
+        expected = evaluate_coco(gt, dets, iou_type, engine, class_names=["cat"])
+        assert written[iou_type] == pytest.approx(expected, nan_ok=True, abs=1e-12)
