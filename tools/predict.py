@@ -19,6 +19,7 @@ import sys
 import traceback
 
 import numpy as np
+import torch
 
 import seg_d2  # noqa: F401  (before detectron2)
 from detectron2.config import get_cfg
@@ -36,6 +37,7 @@ from seg_d2.inference.outputs import PredictionWriter, prediction_metadata
 from seg_d2.inference.overlay import draw_prediction, draw_prompt
 from seg_d2.prompting import NoMatchingInstance, select_instances
 from seg_d2.utils.inputs import expand_inputs, looks_like_config_key
+from seg_d2.utils.memory import release_free_heap
 from seg_d2.utils.progress import progress
 
 _MAX_LISTED = 20  # instances printed per image
@@ -115,6 +117,10 @@ def load_config(config_file, opts):
         raise FileNotFoundError(f"--config-file {config_file}: no such file")
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        print(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no CUDA device is available: predicting on the CPU",
+              file=sys.stderr)
+        cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     prepare_cfg(cfg)
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)  # random-weight runs repeat
@@ -190,6 +196,7 @@ def predict_image(predictor, cfg, path, name, args, writer, image_id):
                        bands=tuple(cfg.INPUT.BANDS) or None)
     prediction = predictor(image)
     writer.add(prediction, name, os.path.basename(path), image_id)
+    release_free_heap()  # the outputs' temporaries, before drawing
     lines = _describe(path, prediction, writer.metadata)
     if args.points is None:
         overlay = draw_prediction(image, cfg.INPUT.FORMAT, prediction, writer.metadata, args.overlay_max_side,

@@ -12,11 +12,10 @@ import os
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from detectron2.data import Metadata, MetadataCatalog
 
-__all__ = ["PredictionWriter", "prediction_metadata", "rgb_from_ids"]
+__all__ = ["PredictionWriter", "prediction_metadata", "write_panoptic_png"]
 
 
 def prediction_metadata(cfg):
@@ -29,12 +28,15 @@ def prediction_metadata(cfg):
     return Metadata(name=name, **values)
 
 
-def rgb_from_ids(ids):
-    """COCO panoptic PNG colours of (H, W) segment ids below 2**24: id = R + 256 G + 256**2 B. The bytes of
-    a little-endian int32 are exactly those channels, so no per-channel temporaries are made."""
+def write_panoptic_png(path, ids):
+    """A COCO panoptic PNG of (H, W) segment ids below 2**24 (id = R + 256 G + 256**2 B). The bytes of a
+    little-endian int32 are exactly those channels: one (H, W, 3) copy in OpenCV's BGR order, encoded row
+    by row (PIL would first widen it to 4 bytes a pixel)."""
     if ids.size and int(ids.max()) >= 1 << 24:
         raise ValueError(f"segment id {int(ids.max())} does not fit a COCO panoptic PNG (< 2**24)")
-    return np.ascontiguousarray(ids.astype("<i4", copy=False).view(np.uint8).reshape(*ids.shape, 4)[..., :3])
+    bgr = np.ascontiguousarray(ids.astype("<i4", copy=False).view(np.uint8).reshape(*ids.shape, 4)[..., 2::-1])
+    if not cv2.imwrite(path, bgr):
+        raise OSError(f"could not write {path}")
 
 
 def _to_dataset_ids(mapping):
@@ -69,8 +71,9 @@ class PredictionWriter:
         elif prediction.sem_seg is not None:
             labels = prediction.sem_seg
             labels = labels.astype(np.uint16) if labels.dtype != np.uint8 else labels
-            if not cv2.imwrite(self._path("sem_seg", name + ".png"), labels):
-                raise OSError(f"could not write {self._path('sem_seg', name + '.png')}")
+            path = self._path("sem_seg", name + ".png")
+            if not cv2.imwrite(path, labels):
+                raise OSError(f"could not write {path}")
         if prediction.instances is not None:
             self._add_instances(prediction, image_id)
 
@@ -85,7 +88,7 @@ class PredictionWriter:
                                   "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score), "segmentation": rle})
 
     def _add_panoptic(self, prediction, name, image_id):
-        Image.fromarray(rgb_from_ids(prediction.panoptic_seg)).save(self._path("panoptic", name + ".png"))
+        write_panoptic_png(self._path("panoptic", name + ".png"), prediction.panoptic_seg)
         segments = [{"id": s["id"], "category_id": (self._thing_id if s["isthing"] else self._stuff_id)(s["category_id"]),
                      "iscrowd": 0, "isthing": bool(s["isthing"]), "area": s["area"]} for s in prediction.segments_info]
         self._panoptic.append({"image_id": image_id, "file_name": name + ".png", "segments_info": segments})

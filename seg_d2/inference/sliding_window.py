@@ -23,6 +23,7 @@ from detectron2.config import configurable
 from detectron2.engine import DefaultPredictor
 
 from seg_d2.data.tiling import tile_windows
+from seg_d2.utils.memory import release_free_heap
 from seg_d2.utils.progress import progress
 
 from .blending import LogitBlender
@@ -203,4 +204,7 @@ class SlidingWindowPredictor:
             if stitcher is None:
                 stitcher = _Stitcher(outputs, windows, height, width, self.panoptic_fusion, self.panoptic_labels)
             stitcher.add(window, outputs)
+            del outputs
+            if len(windows) > 1:
+                release_free_heap()  # else the heap fragments between the tiles' outputs and the kept crops
         return stitcher.finish(self.merge_iou, self.merge_class_agnostic)

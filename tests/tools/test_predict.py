@@ -193,3 +193,10 @@ def test_panoptic_deeplab_predicts_whole_images_and_refuses_tiles(val_images, tm
     assert sum(s["area"] for s in ann["segments_info"]) == int((ids > 0).sum())
     code, _ = _run(tmp_path, config, [folder / images[0]["file_name"]], "--tile", "96")
     assert code == 1 and "cannot be stitched from tiles: predict whole images (--tile 0)" in capsys.readouterr().out
+
+
+def test_cuda_config_predicts_on_the_cpu_without_a_gpu(capsys):
+    cfg = _tool("predict").load_config(os.path.join(CONFIGS, "mask_rcnn_R18_shapes.yaml"), ["MODEL.DEVICE", "cuda"])
+    assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        assert "no CUDA device is available: predicting on the CPU" in capsys.readouterr().err
