@@ -43,7 +43,7 @@ def test_trains_with_falling_loss_on_full_resolution_logits(name, semseg):
 def test_checkpoint_round_trip_and_default_predictor(name, tmp_path, semseg):
     # Unfolded norms: the predictor's outputs must equal the trained model's bit for bit (folding them into the
     # convs, DefaultPredictor's default, is equal to float32 rounding only; tests/modeling/test_fast_inference.py)
-    predictor = semseg.checkpoint_round_trip(lambda *opts: _cfg(name, "SEG_D2.FOLD_NORMS", "False", *opts), tmp_path)
+    predictor = semseg.checkpoint_round_trip(lambda *opts: _cfg(name, *opts), tmp_path)
     image = np.random.default_rng(0).integers(0, 256, (100, 90, 3), dtype=np.uint8)  # not a multiple of 32
     sem_seg = predictor(image)["sem_seg"]
     assert sem_seg.shape == (6, 100, 90)
