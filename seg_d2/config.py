@@ -262,9 +262,11 @@ def _add_speed_config(cfg):
     # FrozenBatchNorm, and BatchNorm in eval mode, through the weights of the conv before it: one pass over
     # the activations less, same outputs to float32 rounding. False: Detectron2's own modules.
     cfg.SEG_D2.FOLD_NORMS = True
-    # Torch CPU threads while training: 0 = one per core that other processes leave idle, re-checked every
-    # 20 s (OMP_NUM_THREADS / MKL_NUM_THREADS, when set, win); N > 0 = N. Threads without a core of their own
-    # slow every step down several-fold on a shared machine.
+    # Torch CPU threads while training: 0 = one per core that other processes leave idle, chosen once before
+    # training and kept (a resumed run keeps its checkpoint's count: bit-exact resume); -1 = the same, re-checked
+    # every 20 s (faster where the load changes, not bit-reproducible); N > 0 = N. OMP_NUM_THREADS /
+    # MKL_NUM_THREADS, when set, win over 0 and -1. Threads without a core of their own slow every step down
+    # several-fold on a shared machine.
     cfg.SEG_D2.NUM_THREADS = 0
 
 

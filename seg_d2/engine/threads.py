@@ -1,4 +1,9 @@
-"""How many CPU threads torch uses: one per core that other processes leave idle, re-checked while training.
+"""How many CPU threads torch uses while training: one per core that other processes leave idle.
+
+By default the count is chosen once, before training, and kept for the whole run (and by a run resumed from
+its checkpoints): on a CPU the thread count decides the order of floating-point sums, so a count that changed
+mid-run would make a seeded run, and a resumed one, differ from itself in the last bits. ``SEG_D2.NUM_THREADS
+-1`` follows the load instead (re-checked every 20 s), for speed on a machine whose load changes.
 
 Why: on a shared machine an OpenMP thread without a core of its own stalls every parallel region of its
 process, so torch's default (one thread per core) can run several times slower than one thread (measured
@@ -88,37 +93,59 @@ def threads_for_idle_cores(others_busy_cores, max_threads):
 
 
 class ThreadPolicy(HookBase):
-    """Training hook: sets torch's CPU threads to one per idle core before training, then re-checks every
-    ``period_s`` seconds from the load other processes put on the CPUs meanwhile; restores the count torch
-    had once training (and an evaluation hook registered before this one) is done.
+    """Training hook: sets torch's CPU threads before training and restores the count torch had once
+    training (and an evaluation hook registered before this one) is done.
 
     Args:
-        num_threads: > 0 fixes the count (config SEG_D2.NUM_THREADS); 0 lets the policy choose, unless
-            OMP_NUM_THREADS / MKL_NUM_THREADS fixes it.
-        period_s: seconds between checks.
+        num_threads: > 0 fixes the count (config SEG_D2.NUM_THREADS); 0 chooses one thread per idle core once,
+            before training, and keeps it (:meth:`resume_with` keeps a resumed run's); -1 re-checks the load every
+            ``period_s`` seconds. OMP_NUM_THREADS / MKL_NUM_THREADS, when set, fix the count for 0 and -1.
+        period_s: seconds between checks when following the load.
         max_threads: most threads used (default: torch's own count when the hook is made).
     """
 
     def __init__(self, num_threads=0, period_s=20.0, max_threads=None):
         self._fixed = user_thread_setting(num_threads)
+        self._follow_load = self._fixed is None and num_threads < 0
         self._period_s = period_s
         self._max_threads = max_threads or torch.get_num_threads()
         self._load = CPULoad()
         self._next_check = 0.0
+        self._kept = None
+
+    @property
+    def fixed_by_user(self):
+        return self._fixed
+
+    @property
+    def threads(self):
+        """The count this run keeps: the user's, the chosen one (None before training starts), or None when it
+        follows the load."""
+        return None if self._follow_load else (self._fixed or self._kept)
+
+    def resume_with(self, threads):
+        """Keep ``threads``, the count of the run a resume continues, unless the user fixed one or the policy
+        follows the load."""
+        if self._fixed is None and not self._follow_load and threads:
+            self._kept = threads
 
     def before_train(self):
         self._threads_before = torch.get_num_threads()
         if self._fixed is not None:
             self._set(self._fixed, "as set by the user")
+        elif self._kept is not None:
+            self._set(self._kept, "as in the run this one resumes")
         elif not self._load.available:
             logger.info("No /proc/stat: keeping torch's %d CPU threads", torch.get_num_threads())
+            self._kept = torch.get_num_threads()
         else:
             # the first look at the other processes' load spans at least half a second (this one idle meanwhile)
             time.sleep(max(0.0, 0.5 - self._load.seconds_since_sample()))
             self._check()
+            self._kept = None if self._follow_load else torch.get_num_threads()
 
     def after_step(self):
-        if self._fixed is None and self._load.available and time.monotonic() >= self._next_check:
+        if self._follow_load and self._load.available and time.monotonic() >= self._next_check:
             self._check()
 
     def after_train(self):

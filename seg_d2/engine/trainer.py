@@ -21,7 +21,7 @@ from .amp import CPUAutocastTrainer
 from .checkpoint import FaultTolerantCheckpointer
 from .hooks import PeriodicCheckpointer, ReseedEachIteration, SkippedSamplesReport
 from .progress import training_hooks
-from .threads import ThreadPolicy, user_thread_setting
+from .threads import ThreadPolicy
 
 __all__ = ["Trainer", "prepare_cfg", "setup_cfg"]
 
@@ -66,7 +66,8 @@ class Trainer(DefaultTrainer):
         writers = next((i for i, h in enumerate(built) if isinstance(h, hooks.PeriodicWriter)), len(built))
         built.insert(writers, SkippedSamplesReport())
         built.insert(0, ReseedEachIteration(run_seed(self.cfg)))
-        built.append(ThreadPolicy(self.cfg.SEG_D2.NUM_THREADS))  # last: its after_train follows evaluation
+        self._thread_policy = ThreadPolicy(self.cfg.SEG_D2.NUM_THREADS)
+        built.append(self._thread_policy)  # last: its after_train follows evaluation
         return training_hooks(self.cfg, built)
 
     def _resumable_data_streams(self, built_hooks):
@@ -108,7 +109,7 @@ class Trainer(DefaultTrainer):
         # This Detectron2 build's DefaultTrainer leaves the optimizer (momentum!) and AMP grad scaler out.
         state["_trainer"] = self._trainer.state_dict()
         state["data"] = self._data_states()
-        state["torch_threads"] = user_thread_setting(self.cfg.SEG_D2.NUM_THREADS)  # None: chosen by the load
+        state["torch_threads"] = self._thread_policy.threads  # None: it follows the load
         return state
 
     def load_state_dict(self, state_dict):
@@ -128,22 +129,24 @@ class Trainer(DefaultTrainer):
                 logger.warning(f"The checkpoint holds no state of the {name!r} data stream of process "
                                f"{comm.get_rank()}: it restarts from its beginning, so this resume is not exact")
         if self.cfg.MODEL.DEVICE == "cpu":
-            self._warn_if_threads_differ(state_dict)
+            self._resume_thread_count(state_dict)
 
-    def _warn_if_threads_differ(self, state_dict):
+    def _resume_thread_count(self, state_dict):
         """On CPU, a reduction split over another number of threads sums in another order (a U-Net trained 6
-        iterations with 1 and with 2 threads: 50 of 66 tensors differ, by up to 3e-7, and it grows)."""
-        now = user_thread_setting(self.cfg.SEG_D2.NUM_THREADS)
-        before = state_dict.get("torch_threads", now)  # not in checkpoints of older seg_d2: nothing to compare
-        if now is None or before is None:
-            reason = "follows the machine's load (SEG_D2.NUM_THREADS 0 and no OMP_NUM_THREADS)"
-        elif before != now:
+        iterations with 1 and with 2 threads: 50 of 66 tensors differ, by up to 3e-7, and it grows). The policy
+        keeps the count of the run that wrote the checkpoint unless the user fixed another or it follows the load."""
+        before = state_dict.get("torch_threads")  # None: older seg_d2, or that run followed the load
+        self._thread_policy.resume_with(before)
+        now = self._thread_policy.threads
+        if now is None:
+            reason = "follows the machine's load (SEG_D2.NUM_THREADS -1)"
+        elif before is not None and before != now:
             reason = f"was {before} in the run that wrote the checkpoint and is {now} now"
         else:
             return
         logging.getLogger(__name__).warning(
             f"The number of torch CPU threads {reason}: this resume may differ from an uninterrupted run in the last "
-            "bits, which training amplifies; set SEG_D2.NUM_THREADS (the same in every run) for a bit-exact resume")
+            "bits, which training amplifies; keep SEG_D2.NUM_THREADS 0 (or the same N) for a bit-exact resume")
 
     @classmethod
     def build_train_loader(cls, cfg):

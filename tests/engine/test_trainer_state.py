@@ -56,8 +56,12 @@ def test_resume_that_cannot_be_exact_says_why(tmp_path, logs, monkeypatch):
     assert "batch_size_per_process: 4 -> 2" in logs.text
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(variable, raising=False)
-    trainer(tmp_path, "SEG_D2.NUM_THREADS", "0").load_state_dict(state)
-    assert "torch CPU threads follows the machine's load (SEG_D2.NUM_THREADS 0" in logs.text
+    chosen = trainer(tmp_path, "SEG_D2.NUM_THREADS", "0")
+    logs.clear()
+    chosen.load_state_dict(state)
+    assert chosen._thread_policy.threads == 2 and "CPU threads" not in logs.text  # the checkpoint's count, kept
+    trainer(tmp_path, "SEG_D2.NUM_THREADS", "-1").load_state_dict(state)
+    assert "torch CPU threads follows the machine's load (SEG_D2.NUM_THREADS -1)" in logs.text
 
 
 def test_a_loader_that_cannot_resume_is_reported(tmp_path, logs):

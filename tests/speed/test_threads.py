@@ -65,12 +65,38 @@ def test_no_proc_stat_keeps_torch_threads(tmp_path):
     assert not load.available and load.others_busy_cores() is None
 
 
-def test_policy_follows_the_load(monkeypatch, tmp_path):
+@pytest.fixture
+def machine(monkeypatch, tmp_path):
     machine = FakeMachine(monkeypatch, tmp_path)
     monkeypatch.setattr(threads, "CPULoad", lambda: CPULoad(str(machine.path)))
     monkeypatch.setattr(threads.time, "sleep", lambda s: machine.run(s, others_cores=0.0, own_cores=0.0))
+    return machine
+
+
+def test_by_default_the_count_is_chosen_once_and_kept(machine):
     policy = ThreadPolicy(num_threads=0, period_s=20.0, max_threads=2)
     policy.before_train()
+    assert torch.get_num_threads() == 2 and policy.threads == 2  # idle machine
+    machine.run(25.0, others_cores=1.0, own_cores=1.0)
+    policy.after_step()
+    assert torch.get_num_threads() == 2  # another job took a core: kept, so the run stays reproducible
+
+
+def test_a_resumed_run_keeps_its_checkpoints_count(machine):
+    policy = ThreadPolicy(num_threads=0, max_threads=2)
+    policy.resume_with(1)
+    policy.before_train()  # the machine is idle, yet the count of the run being resumed is kept
+    assert torch.get_num_threads() == 1 and policy.threads == 1
+    fixed = ThreadPolicy(num_threads=2, max_threads=2)
+    fixed.resume_with(1)
+    fixed.before_train()
+    assert torch.get_num_threads() == 2  # the user's own setting wins
+
+
+def test_minus_one_follows_the_load(machine):
+    policy = ThreadPolicy(num_threads=-1, period_s=20.0, max_threads=2)
+    policy.before_train()
+    assert policy.threads is None
     assert torch.get_num_threads() == 2  # idle machine
     machine.run(10.0, others_cores=1.0, own_cores=1.0)
     policy.after_step()
