@@ -140,6 +140,9 @@ def _prepare(suite, workdir):
 def run_suite(workdir, pytest_args):
     junit = workdir / "junit.xml"
     env = dict(os.environ, FVCORE_CACHE=str(workdir / "cache"), DETECTRON2_DATASETS=str(workdir / "datasets"))
+    # The suite skips its COCO-file tests when $CI is set; datasets/ is empty on every machine here, so
+    # they run (and fail, as excluded) everywhere, and CI sees the outcomes a developer sees.
+    env.pop("CI", None)
     command = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
                "--continue-on-collection-errors", "-o", "junit_family=xunit1", f"--junitxml={junit}",
                *(pytest_args or ["tests"])]

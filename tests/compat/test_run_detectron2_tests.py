@@ -61,6 +61,7 @@ def test_compare_finds_unexpected_failures_and_stale_exclusions():
 
 
 FAKE_TESTS = '''
+import os
 import unittest
 import urllib.request
 
@@ -80,6 +81,10 @@ def test_network():
 class TestCase(unittest.TestCase):
     def test_method(self):
         self.assertEqual(1, 1)
+
+    @unittest.skipIf(os.environ.get("CI"), "Require COCO data.")  # as Detectron2's COCO-file tests
+    def test_skipped_on_ci(self):
+        self.assertEqual(1, 1)
 '''
 
 
@@ -91,14 +96,16 @@ def _fake_suite(tmp_path, exclusions):
     return ["--suite", str(tmp_path / "suite"), "--exclusions", str(tmp_path / "exclusions.txt")]
 
 
-def test_run_on_a_fake_suite(tmp_path, capsys):
-    """One real run (pytest in a subprocess, seg_d2 imported by the conftest, network refused)."""
+def test_run_on_a_fake_suite(tmp_path, capsys, monkeypatch):
+    """One real run (pytest in a subprocess, seg_d2 imported by the conftest, network refused), on CI:
+    the tests the suite skips when $CI is set run all the same (CI once saw its exclusions as stale)."""
+    monkeypatch.setenv("CI", "true")
     args = _fake_suite(tmp_path, ["tests/test_fake.py::test_network | network | downloads",
                                   "tests/test_fake.py::test_passes | other | was broken once"])
     junit = tmp_path / "junit.xml"
     assert runner.main([*args, "--junit-xml", str(junit)]) == 1
     out = capsys.readouterr().out
-    assert "2 passed, 2 failed, 0 errors, 0 skipped" in out
+    assert "3 passed, 2 failed, 0 errors, 0 skipped" in out
     assert "1 failures on the exclusion list (network 1), 1 unexpected" in out
     assert "UNEXPECTED FAILED: tests/test_fake.py::test_known_failure: AssertionError: needs COCO" in out
     assert "STALE EXCLUSION (passed): tests/test_fake.py::test_passes" in out
