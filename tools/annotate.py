@@ -31,7 +31,7 @@ from seg_d2.inference.outputs import prediction_metadata
 from seg_d2.prompting import NoMatchingInstance, SamPrompter, build_prompter
 from seg_d2.prompting.annotation import CocoBuilder, match_prompts, read_prompts
 from seg_d2.prompting.sam import to_rgb_uint8
-from seg_d2.utils.inputs import expand_inputs, looks_like_config_key
+from seg_d2.utils.inputs import check_overrides, expand_inputs
 from seg_d2.utils.progress import progress
 
 
@@ -61,11 +61,7 @@ def _parser():
 def parse_args(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    overrides = [item for item in args.input if looks_like_config_key(item)]
-    if overrides:
-        parser.error(f"--input {overrides[0]} looks like a config override: put overrides after --opts")
-    if len(args.opts) % 2:
-        parser.error(f"--opts takes KEY VALUE pairs, got {len(args.opts)} items: {args.opts}")
+    check_overrides(parser, args)
     return args
 
 

@@ -5,11 +5,13 @@
   predict.py ... --score-thresh 0.3           # instances below 0.3 are neither drawn nor written
   predict.py ... --tile 512 --tile-overlap 0.25   # sliding windows (large images are tiled automatically)
   predict.py ... --gt instances_val.json      # the JSONs use the image ids of that COCO file
-  predict.py ... --points "120,85,1;140,90,0" # point prompt: x,y,label (1 = on the object)
+  predict.py ... --points "120,85,1;140,90,0" # one point prompt: x,y,label (1 = on the object, 0 = off it)
+  predict.py ... --boxes "10,20,80,90;5,5,40,40"   # box prompts x0,y0,x1,y1, each answered alone
 
 Writes into --output: <name>.png (overlay) for every image, and by model type sem_seg/<name>.png (label
 PNG), panoptic/<name>.png + panoptic.json (COCO panoptic), instances_results.json (COCO results, RLE);
-``tools/evaluate.py`` scores them. Config overrides go after --opts (KEY VALUE ...), never among the
+``tools/evaluate.py`` scores them. With prompts (seg_d2.prompting: SAM when MODEL.SAM.CHECKPOINT is set,
+else the model's own instances), the overlay shows the answers and prompt_masks.json holds them (RLE). Config overrides go after --opts (KEY VALUE ...), never among the
 inputs. A bad input is reported and skipped; the summary at the end lists them and the exit code is 1.
 """
 import argparse
@@ -22,42 +24,34 @@ import numpy as np
 import torch
 
 import seg_d2  # noqa: F401  (before detectron2)
-from detectron2.config import get_cfg
 from detectron2.engine import DefaultPredictor
-from detectron2.projects.deeplab import add_deeplab_config
-from detectron2.projects.panoptic_deeplab import add_panoptic_deeplab_config
-from detectron2.projects.point_rend import add_pointrend_config
-from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
+from seg_d2.data.converters import mask_to_rle
 from seg_d2.data.image_io import ImageReadError, Normalization, read_image
-from seg_d2.engine.trainer import prepare_cfg
+from seg_d2.engine.trainer import setup_cfg
 from seg_d2.inference import SlidingWindowPredictor
 from seg_d2.inference.outputs import PredictionWriter, prediction_metadata
 from seg_d2.inference.overlay import draw_prediction, draw_prompt
-from seg_d2.prompting import NoMatchingInstance, select_instances
-from seg_d2.utils.inputs import expand_inputs, looks_like_config_key
+from seg_d2.prompting import CachedPredictor, NoMatchingInstance, build_prompter
+from seg_d2.prompting.annotation import parse_boxes, parse_points
+from seg_d2.utils.inputs import check_overrides, expand_inputs
 from seg_d2.utils.memory import release_free_heap
 from seg_d2.utils.progress import progress
 
 _MAX_LISTED = 20  # instances printed per image
 
 
-def parse_points(text):
-    """"x,y,label;x,y,label" -> ([[x, y], ...], [label, ...])."""
-    coords, labels = [], []
-    for item in filter(None, (s.strip() for s in text.split(";"))):
-        parts = item.split(",")
-        if len(parts) != 3 or parts[2].strip() not in ("0", "1"):
-            raise argparse.ArgumentTypeError(f"--points: {item!r} is not 'x,y,label' with label 0 or 1")
+def _argument(parse, flag):
+    """An argparse type from ``parse`` (which raises ValueError): the message names the flag."""
+
+    def convert(text):
         try:
-            coords.append([float(parts[0]), float(parts[1])])
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--points: {item!r}: x and y must be numbers") from None
-        labels.append(int(parts[2]))
-    if not coords:
-        raise argparse.ArgumentTypeError("--points: no point given")
-    return coords, labels
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{flag}: {e}") from None
+
+    return convert
 
 
 def _parser():
@@ -74,8 +68,12 @@ def _parser():
     p.add_argument("--overlay-max-side", type=int, default=1600, help="overlays larger than this are drawn "
                    "downscaled (0: full size)")
     p.add_argument("--max-drawn", type=int, default=300, help="instances drawn per overlay at most (best first)")
-    p.add_argument("--points", type=parse_points, help='point prompt "x,y,label;..." (label 1 on, 0 off the object)')
-    p.add_argument("--max-candidates", type=int, default=3, help="with --points: masks drawn at most")
+    p.add_argument("--points", type=_argument(parse_points, "--points"),
+                   help='one point prompt "x,y,label;..." (label 1 on, 0 off the object)')
+    p.add_argument("--boxes", type=_argument(parse_boxes, "--boxes"),
+                   help='box prompts "x0,y0,x1,y1;...", each answered on its own')
+    p.add_argument("--max-candidates", type=int, default=3,
+                   help="candidate masks per prompt drawn and written at most (SAM gives 3)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="config overrides, e.g. --opts MODEL.WEIGHTS model.pth (must come last)")
     return p
@@ -84,12 +82,7 @@ def _parser():
 def parse_args(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    overrides = [item for item in args.input if looks_like_config_key(item)]
-    if overrides:
-        parser.error(f"--input {overrides[0]} looks like a config override, not an image: put overrides after "
-                     f"--opts, e.g. --opts {overrides[0]} VALUE (nothing was predicted)")
-    if len(args.opts) % 2:
-        parser.error(f"--opts takes KEY VALUE pairs, got {len(args.opts)} items: {args.opts}")
+    check_overrides(parser, args)
     return args
 
 
@@ -107,23 +100,14 @@ def _config_overrides(args):
 
 
 def load_config(config_file, opts):
-    """As seg_d2.engine.setup_cfg (defaults with seg_d2's keys, file, overrides, prepare_cfg, seed), plus the
-    keys of the Detectron2 projects seg_d2's build ships (PointRend, DeepLab, Panoptic-DeepLab; see
-    configs/projects/), which their own tools add, so that their configs predict here too."""
-    cfg = get_cfg()  # seg_d2's keys are in Detectron2's defaults once seg_d2 is imported
-    for add_project_config in (add_pointrend_config, add_deeplab_config, add_panoptic_deeplab_config):
-        add_project_config(cfg)
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"--config-file {config_file}: no such file")
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
+    """seg_d2.engine.setup_cfg's config; one asking for CUDA on a machine without it predicts on the CPU."""
+    cfg = setup_cfg(config_file, opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         print(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no CUDA device is available: predicting on the CPU",
               file=sys.stderr)
+        cfg.defrost()
         cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    prepare_cfg(cfg)
-    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)  # random-weight runs repeat
+        cfg.freeze()
     return cfg
 
 
@@ -171,38 +155,61 @@ def _describe(path, prediction, metadata):
     return lines
 
 
-def _prompt_overlay(image, input_format, prediction, args, metadata, lines):
-    """Overlay of the instances answering --points (seg_d2.prompting.select_instances)."""
-    if prediction.instances is None:
-        raise ValueError("--points needs an instance or panoptic model")
-    positives = [p for p, label in zip(*args.points) if label]
-    # Only instances holding a positive point can answer (alone or in a union): keep those, dense.
-    holds = np.zeros(len(prediction.instances), dtype=bool)
-    for x, y in positives:
-        holds |= prediction.instances.contains(int(np.floor(x)), int(np.floor(y)))
-    dense = prediction.instances.select(np.flatnonzero(holds)).to_instances(prediction.height, prediction.width)
-    try:
-        candidates = select_instances(dense, *args.points, max_candidates=args.max_candidates)
-    except NoMatchingInstance as e:
-        candidates = []
-        lines.append(f"  prompt: {e}")
-    lines += [f"  prompt candidate #{r + 1}: score={s:.3f} area={int(m.sum())}" for r, (m, s) in enumerate(candidates)]
-    return draw_prompt(image, input_format, candidates, args.points, metadata, args.overlay_max_side)
+def command_line_prompts(args):
+    """SAM-style prompts from the command line: the --points together as one, then each --boxes box alone."""
+    prompts = []
+    if args.points is not None:
+        prompts.append({"point_coords": args.points[0], "point_labels": args.points[1]})
+    return prompts + [{"box": box} for box in args.boxes or ()]
 
 
-def predict_image(predictor, cfg, path, name, args, writer, image_id):
-    """Predict one image, write its overlay and outputs; return the lines to print."""
+class PromptAnswers:
+    """The command line's prompts answered on each image by ``prompter`` (seg_d2.prompting), kept for
+    prompt_masks.json: one record per candidate mask (image, prompt number, rank, score, RLE)."""
+
+    def __init__(self, prompter, prompts, max_candidates):
+        self.prompter, self.prompts, self.max_candidates = prompter, prompts, max_candidates
+        self.records = []
+
+    def answer(self, image, file_name, image_id, lines):
+        """Per prompt its (mask, score) candidates, best first; a line for each is added to ``lines``."""
+        answers = []
+        for number, prompt in enumerate(self.prompts, 1):
+            try:
+                candidates = self.prompter.predict(image, multimask_output=True, **prompt).ranked()
+            except NoMatchingInstance as e:
+                candidates = []
+                lines.append(f"  prompt {number}: {e}")
+            answers.append(candidates[: self.max_candidates])
+            for rank, (mask, score) in enumerate(answers[-1], 1):
+                lines.append(f"  prompt {number} candidate #{rank}: score={score:.3f} area={int(mask.sum())}")
+                self.records.append({"image_id": image_id, "file_name": file_name, "prompt": number, "rank": rank,
+                                     "score": score, "segmentation": mask_to_rle(mask)})
+        return answers
+
+    def write(self, output):
+        path = os.path.join(output, "prompt_masks.json")
+        with open(path, "w") as f:
+            json.dump(self.records, f)
+        return path
+
+
+def predict_image(predictor, cfg, path, name, args, writer, image_id, prompts=None):
+    """Predict one image, write its overlay and outputs (and answer ``prompts``, a PromptAnswers); return the
+    lines to print."""
     image = read_image(path, format=cfg.INPUT.FORMAT, normalize=Normalization.from_config(cfg),
                        bands=tuple(cfg.INPUT.BANDS) or None)
     prediction = predictor(image)
     writer.add(prediction, name, os.path.basename(path), image_id)
     release_free_heap()  # the outputs' temporaries, before drawing
     lines = _describe(path, prediction, writer.metadata)
-    if args.points is None:
+    if prompts is None:
         overlay = draw_prediction(image, cfg.INPUT.FORMAT, prediction, writer.metadata, args.overlay_max_side,
                                   args.max_drawn)
     else:
-        overlay = _prompt_overlay(image, cfg.INPUT.FORMAT, prediction, args, writer.metadata, lines)
+        answers = prompts.answer(image, os.path.basename(path), image_id, lines)
+        overlay = draw_prompt(image, cfg.INPUT.FORMAT, answers, prompts.prompts, writer.metadata,
+                              args.overlay_max_side)
     overlay.save(os.path.join(args.output, name + ".png"))
     return lines
 
@@ -223,7 +230,10 @@ def main(argv=None):
     image_ids = _image_ids(args.gt) if args.gt else None
     done = 0
     if paths:
-        predictor = SlidingWindowPredictor(cfg, predictor=DefaultPredictor(cfg))
+        # cached: a prompt answered by the model's own instances reuses the image's prediction
+        predictor = CachedPredictor(SlidingWindowPredictor(cfg, predictor=DefaultPredictor(cfg)))
+        prompts = command_line_prompts(args)
+        prompts = PromptAnswers(build_prompter(cfg, predictor), prompts, args.max_candidates) if prompts else None
         writer = PredictionWriter(args.output, prediction_metadata(cfg))
         used = set()
         for index, path in enumerate(progress(paths, desc="predicting", unit="image")):
@@ -232,7 +242,7 @@ def main(argv=None):
                 failures.append((path, f"not among the images of --gt {args.gt}"))
                 continue
             try:
-                lines = predict_image(predictor, cfg, path, _output_name(path, used), args, writer, image_id)
+                lines = predict_image(predictor, cfg, path, _output_name(path, used), args, writer, image_id, prompts)
                 print("\n".join(lines), flush=True)
                 done += 1
             except Exception as e:  # one bad image must not stop the batch; the summary names it
@@ -240,7 +250,7 @@ def main(argv=None):
                 print(f"{path}: FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
                 if not isinstance(e, ImageReadError):  # not the file's fault: show where it happened
                     traceback.print_exc()
-        for written in writer.close():
+        for written in writer.close() + ([prompts.write(args.output)] if prompts else []):
             print(f"wrote {written}")
     print("\n".join(_summary(done, failures, args.output)))
     return 1 if failures else 0

@@ -7,9 +7,8 @@ Applying installs import hooks only (it imports neither torch nor Detectron2); e
 when the module it fixes is imported:
 
 - a missing compiled ``detectron2._C`` is replaced by :mod:`seg_d2.compat.c_ops` (PyTorch versions of
-  every op it has) when ``detectron2._C`` is first imported, which registers
-  ``torch.ops.detectron2.nms_rotated`` too (``detectron2.layers`` imports ``_C``, as the compiled
-  extension's op is also loaded with it);
+  every op it has) when ``detectron2._C`` is first imported, and ``torch.ops.detectron2.nms_rotated`` is
+  registered then, as loading the compiled extension registers it (``detectron2.layers`` imports ``_C``);
 - the other fixes are patches applied to one Detectron2 module each, right after that module is
   imported (see :mod:`seg_d2.compat.patches`), so nothing outside Detectron2 is changed.
 """

@@ -33,6 +33,8 @@ class _PatchingLoader(importlib.abc.Loader):
         self._patch = patch
 
     def __getattr__(self, name):  # get_source, get_resource_reader, is_package, ...: the module's own loader
+        if name.startswith("__"):  # e.g. copy's and pickle's probes, made before _loader is set
+            raise AttributeError(name)
         return getattr(self._loader, name)
 
     def create_module(self, spec):
@@ -65,7 +67,7 @@ def _find_elsewhere(fullname, path, target=None):
 
 
 class _HookFinder(_Finder):
-    """Finds a module as the finders after it would, and wraps its loader to apply ``patch_for(name)``."""
+    """Finds a module as the other finders would, and wraps its loader to apply ``patch_for(name)``."""
 
     def patch_for(self, fullname) -> Optional[ModulePatch]:
         raise NotImplementedError

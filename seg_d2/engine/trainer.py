@@ -162,14 +162,27 @@ class Trainer(DefaultTrainer):
         return DatasetEvaluators(build_evaluators(cfg, dataset_name, output_folder))
 
 
+def _add_projects_config(cfg):
+    """The keys of the Detectron2 projects seg_d2's build ships (PointRend, DeepLab, Panoptic-DeepLab;
+    configs/projects/), as their own train_net.py adds them, so seg_d2's tools read their configs too. They
+    are new keys only: no stock or seg_d2 default changes."""
+    from detectron2.projects import deeplab, panoptic_deeplab, point_rend
+
+    for add_project_config in (point_rend.add_pointrend_config, deeplab.add_deeplab_config,
+                               panoptic_deeplab.add_panoptic_deeplab_config):
+        add_project_config(cfg)
+
+
 def setup_cfg(config_file, opts=(), args=None):
-    """A frozen config: Detectron2 defaults + seg_d2 keys + the file + command-line overrides.
+    """A frozen config: Detectron2 defaults + seg_d2 keys (+ those of Detectron2's projects) + the file +
+    command-line overrides.
 
     Seeds the RNGs with ``cfg.SEED`` (+ rank) as Detectron2's ``default_setup`` does; with ``args``
     (parsed command line) runs ``default_setup`` itself (also logging, output dir, config dump).
     """
     cfg = get_cfg()
     add_seg_d2_config(cfg)
+    _add_projects_config(cfg)
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"--config-file {config_file}: no such file")
     cfg.merge_from_file(config_file)

@@ -104,15 +104,21 @@ def draw_prediction(image, input_format, prediction, metadata, max_side=1600, ma
     return vis.get_output()
 
 
-def draw_prompt(image, input_format, candidates, points, metadata, max_side=1600):
-    """Point-prompt answers on ``image`` (the model's input): (mask, score) candidates (the best in lime,
-    alternatives faint yellow) and the points (green positive, red negative)."""
+def draw_prompt(image, input_format, answers, prompts, metadata, max_side=1600):
+    """Prompt answers on ``image`` (the model input). ``prompts``: SAM-style prompts (dicts with
+    ``point_coords``/``point_labels`` and/or ``box``); ``answers``: for each, its (mask, score) candidates
+    best first (the best in lime, alternatives faint yellow). Points are green (positive) or red (negative),
+    boxes white."""
     scale = _scale(image.shape[0], image.shape[1], max_side)
     vis = Visualizer(_display(image, input_format, scale), metadata)
     shape = vis.img.shape[:2]
-    for rank, (mask, score) in enumerate(candidates):
-        vis.draw_binary_mask(_sample(mask.astype(np.uint8), shape), color="lime" if rank == 0 else "yellow",
-                             text=f"#{rank + 1} {score:.2f}", alpha=0.5 if rank == 0 else 0.25)
-    for (x, y), label in zip(*points):
-        vis.draw_circle((x * scale, y * scale), color="green" if label else "red", radius=4)
+    for candidates in answers:
+        for rank, (mask, score) in enumerate(candidates):
+            vis.draw_binary_mask(_sample(mask.astype(np.uint8), shape), color="lime" if rank == 0 else "yellow",
+                                 text=f"#{rank + 1} {score:.2f}", alpha=0.5 if rank == 0 else 0.25)
+    for prompt in prompts:
+        for (x, y), label in zip(prompt.get("point_coords", ()), prompt.get("point_labels", ())):
+            vis.draw_circle((x * scale, y * scale), color="green" if label else "red", radius=4)
+        if prompt.get("box") is not None:
+            vis.draw_box([v * scale for v in prompt["box"]], edge_color="white")
     return vis.get_output()

@@ -24,7 +24,8 @@ import pycocotools.mask as mask_util
 from seg_d2.data.converters import mask_to_rle
 from seg_d2.data.exact_polygons import mask_to_polygons
 
-__all__ = ["CocoBuilder", "ObjectPrompt", "PromptFileError", "match_prompts", "parse_box", "parse_points", "read_prompts"]
+__all__ = ["CocoBuilder", "ObjectPrompt", "PromptFileError", "match_prompts", "parse_box", "parse_boxes",
+           "parse_points", "read_prompts"]
 
 
 class PromptFileError(ValueError):
@@ -57,6 +58,14 @@ def parse_box(text):
     if len(box) != 4:
         raise ValueError(f"{text!r} is not a box 'x0,y0,x1,y1'")
     return box
+
+
+def parse_boxes(text):
+    """"x0,y0,x1,y1;x0,y0,x1,y1" -> [[x0, y0, x1, y1], ...]; ValueError saying what is wrong."""
+    boxes = [parse_box(item) for item in filter(None, (s.strip() for s in text.split(";")))]
+    if not boxes:
+        raise ValueError(f"no box in {text!r}")
+    return boxes
 
 
 @dataclass(frozen=True)

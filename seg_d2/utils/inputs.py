@@ -3,7 +3,7 @@ import glob
 import os
 import re
 
-__all__ = ["IMAGE_EXTENSIONS", "expand_inputs", "looks_like_config_key"]
+__all__ = ["IMAGE_EXTENSIONS", "check_overrides", "expand_inputs", "looks_like_config_key"]
 
 # What a folder is searched for (seg_d2.data.image_io reads all of these); a file named explicitly is
 # always tried, whatever its extension.
@@ -14,6 +14,17 @@ _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 def looks_like_config_key(text):
     """True for "MODEL.WEIGHTS"-like tokens: a config override passed where an input was expected."""
     return bool(_CONFIG_KEY.match(text)) and not os.path.exists(text)
+
+
+def check_overrides(parser, args):
+    """Exit 2 (``parser.error``) before anything runs when a config override is among ``args.input`` (it would
+    be taken for an image and the model would run without it) or ``args.opts`` is not KEY VALUE pairs."""
+    overrides = [item for item in args.input if looks_like_config_key(item)]
+    if overrides:
+        parser.error(f"--input {overrides[0]} looks like a config override, not an image: put overrides after "
+                     f"--opts, e.g. --opts {overrides[0]} VALUE (nothing was run)")
+    if len(args.opts) % 2:
+        parser.error(f"--opts takes KEY VALUE pairs, got {len(args.opts)} items: {args.opts}")
 
 
 def _folder_images(folder, extensions):

@@ -1,8 +1,9 @@
-import argparse
 import importlib.util
+import json
 import os
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 from PIL import Image
@@ -20,12 +21,21 @@ def _tool():
     return module
 
 
-def test_parse_points():
-    tool = _tool()
-    assert tool.parse_points("10,20,1; 30.5,4,0;") == ([[10.0, 20.0], [30.5, 4.0]], [1, 0])
-    for bad in ("10,20", "10,20,2", "a,20,1", ";"):
-        with pytest.raises(argparse.ArgumentTypeError, match="--points"):
-            tool.parse_points(bad)
+@pytest.mark.parametrize("flag, text, parsed", [
+    ("--points", "10,20,1; 30.5,4,0;", ([[10.0, 20.0], [30.5, 4.0]], [1, 0])),
+    ("--boxes", "1,2,30,40;5,5,9,9", [[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 9.0, 9.0]]),
+])
+def test_prompt_flags_parse(flag, text, parsed):
+    args = _tool().parse_args(["--config-file", "c.yaml", "--input", "a.png", "--output", "o", flag, text])
+    assert getattr(args, flag[2:]) == parsed
+
+
+@pytest.mark.parametrize("flag, bad", [("--points", "10,20"), ("--points", "10,20,2"), ("--points", "a,20,1"),
+                                       ("--points", ";"), ("--boxes", "1,2,3"), ("--boxes", ";")])
+def test_bad_prompt_flags_exit_2_naming_the_flag(flag, bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        _tool().parse_args(["--config-file", "c.yaml", "--input", "a.png", "--output", "o", flag, bad])
+    assert e.value.code == 2 and f"{flag}: " in capsys.readouterr().err
 
 
 def test_writes_overlays_and_prints_instances(tmp_path, capsys):
@@ -42,7 +52,7 @@ def test_writes_overlays_and_prints_instances(tmp_path, capsys):
     assert f"{image}: 64x64: 0 instances" in capsys.readouterr().out
     os.remove(tmp_path / "out" / "scene.png")
     assert tool.main(common + ["--points", "5,5,1"] + opts) == 0
-    assert "no instance contains all positive points" in capsys.readouterr().out
+    assert "prompt 1: no instance contains all positive points" in capsys.readouterr().out
     assert Image.open(tmp_path / "out" / "scene.png").size == (64, 64)
 
 
@@ -65,6 +75,40 @@ def test_points_select_among_stitched_instances(tmp_path, capsys):
     expected = select_instances(instances, point, [1], max_candidates=3)
     assert tool.main(["--config-file", cfg, "--input", str(image), "--output", str(tmp_path / "out"),
                       "--score-thresh", "0.05", "--points", f"{point[0][0]},{point[0][1]},1", "--opts", *opts]) == 0
-    printed = [line.strip() for line in capsys.readouterr().out.splitlines() if "prompt candidate" in line]
-    assert printed == [f"prompt candidate #{r + 1}: score={s:.3f} area={int(m.sum())}"
+    printed = [line.strip() for line in capsys.readouterr().out.splitlines() if "prompt 1 candidate" in line]
+    assert printed == [f"prompt 1 candidate #{r + 1}: score={s:.3f} area={int(m.sum())}"
                        for r, (m, s) in enumerate(expected)]
+    written = json.loads((tmp_path / "out" / "prompt_masks.json").read_text())
+    assert [(r["prompt"], r["rank"], round(r["score"], 6)) for r in written] == \
+        [(1, r + 1, round(s, 6)) for r, (_, s) in enumerate(expected)]
+    for record, (mask, _) in zip(written, expected):
+        np.testing.assert_array_equal(mask_util.decode(record["segmentation"]), mask)
+
+
+def test_points_and_boxes_answered_by_sam_as_sam_predictor(tmp_path, capsys, scene, tiny_sam_checkpoint, tiny_sam):
+    """With MODEL.SAM.CHECKPOINT, --points and each of --boxes are one prompt each, answered exactly as
+    segment_anything.SamPredictor answers them (multimask, best first), written to prompt_masks.json."""
+    segment_anything = pytest.importorskip("segment_anything")
+    model_type, checkpoint = tiny_sam_checkpoint
+    image = tmp_path / "scene.png"
+    Image.fromarray(scene[:, :, ::-1]).save(image)  # scene is BGR
+    cfg = os.path.join(ROOT, "configs", "builtin", "mask_rcnn_R18_shapes.yaml")
+    assert _tool().main(["--config-file", cfg, "--input", str(image), "--output", str(tmp_path / "out"),
+                         "--points", "12,18,1;50,10,0", "--boxes", "4,6,30,34;30,15,62,46",
+                         "--opts", "MODEL.WEIGHTS", "", "MODEL.SAM.TYPE", model_type, "MODEL.SAM.CHECKPOINT", checkpoint]) == 0
+    reference = segment_anything.SamPredictor(tiny_sam)
+    reference.set_image(scene, image_format="BGR")
+    prompts = [dict(point_coords=np.array([[12.0, 18.0], [50.0, 10.0]]), point_labels=np.array([1, 0])),
+               dict(box=np.array([4.0, 6, 30, 34])), dict(box=np.array([30.0, 15, 62, 46]))]
+    written = json.loads((tmp_path / "out" / "prompt_masks.json").read_text())
+    for number, prompt in enumerate(prompts, 1):
+        masks, scores, _ = reference.predict(**prompt, multimask_output=True)
+        order = np.argsort(-scores, kind="stable")
+        records = [r for r in written if r["prompt"] == number]
+        assert [r["rank"] for r in records] == [1, 2, 3]
+        np.testing.assert_allclose([r["score"] for r in records], scores[order], rtol=1e-6)
+        for record, k in zip(records, order):
+            np.testing.assert_array_equal(mask_util.decode(record["segmentation"]).astype(bool), masks[k])
+    out = capsys.readouterr().out
+    assert "prompt 3 candidate #3" in out
+    assert Image.open(tmp_path / "out" / "scene.png").size == (64, 48)
