@@ -4,8 +4,10 @@
 
 - a loss (``MODEL.ROI_MASK_HEAD.LOSS`` / ``MODEL.SEM_SEG_HEAD.LOSS``) changed on a head that does not read
   it is an error naming the key;
-- a ``NUM_CLASSES`` the model uses that differs from its training datasets' class count is an error naming
-  both numbers; ``NUM_CLASSES: -1`` is set from the dataset instead;
+- a ``NUM_CLASSES`` the model uses that differs from the class count of a dataset it trains on or is
+  evaluated on (DATASETS.TRAIN, DATASETS.TEST) is an error naming both numbers; ``NUM_CLASSES: -1`` is set
+  from the training datasets instead (from the test datasets when no training dataset is registered, as
+  for evaluation or prediction on another machine);
 - any other seg_d2 key changed from its default that the model does not read is a warning naming the key
   (Detectron2's own convention lets unused keys pass).
 
@@ -62,6 +64,8 @@ _META_ARCH_PARTS = {
     "UNetSegmentor": (SEM_SEG_HEAD,),
     "PanopticDeepLab": (SEM_SEG_HEAD,),  # detectron2.projects.panoptic_deeplab
 }
+# SamDetector builds the parts of its detector, MODEL.SAM.DETECTOR (seg_d2.modeling.meta_arch.sam_detector).
+SAM_DETECTOR = "SamDetector"
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,9 @@ KEY_GROUPS = (
     KeyGroup(("MODEL.SEM_SEG_HEAD.FCN_CONV_DIMS",), SEM_SEG_HEAD, ("FCNHead",)),
     KeyGroup(("MODEL.SEM_SEG_HEAD.CLASSIFIER_DROPOUT",), SEM_SEG_HEAD, ("FCNHead", "SegFormerHead")),
     KeyGroup(("MODEL.SEG_D2_PANOPTIC",), META, ("SegD2PanopticFPN",)),
+    # MODEL.SAM.CHECKPOINT and TYPE are read by the prompt tools whatever the model; these by SamDetector only
+    KeyGroup(tuple(f"MODEL.SAM.{k}" for k in ("DETECTOR", "MULTIMASK_OUTPUT", "KEEP_DETECTOR_MASKS",
+                                              "DETECTOR_MASK_IOU", "BOX_BATCH")), META, (SAM_DETECTOR,)),
     KeyGroup(("INPUT.ALBUMENTATIONS.PIPELINE",), "INPUT.ALBUMENTATIONS.ENABLED", ("True",)),
 )
 
@@ -132,10 +139,11 @@ def model_parts(cfg) -> Optional[dict]:
     """{config key choosing a part: its value} for every part ``cfg``'s model is built from; None for a
     meta-architecture seg_d2 does not know."""
     meta = cfg.MODEL.META_ARCHITECTURE
-    if meta not in _META_ARCH_PARTS:
+    builds = cfg.MODEL.SAM.DETECTOR if meta == SAM_DETECTOR else meta
+    if builds not in _META_ARCH_PARTS:
         return None
     parts = {META: meta, BACKBONE: cfg.MODEL.BACKBONE.NAME}
-    for key in _META_ARCH_PARTS[meta]:
+    for key in _META_ARCH_PARTS[builds]:
         parts[key] = _get(cfg, key)
     roi_heads = _registered(ROI_HEADS, parts.get(ROI_HEADS))
     if cfg.MODEL.MASK_ON and isinstance(roi_heads, type) and issubclass(roi_heads, (StandardROIHeads, Res5ROIHeads)):
@@ -209,41 +217,50 @@ def _dataset_class_count(name, kind):
     return None if classes is None else len(classes)
 
 
+def _class_counts(names, kind):
+    """{dataset: its thing or stuff class count} of the registered ones among ``names`` that declare it."""
+    counts = {name: _dataset_class_count(name, kind) for name in names if name in DatasetCatalog}
+    return {name: n for name, n in counts.items() if n is not None}
+
+
 def _check_num_classes(cfg):
     parts = model_parts(cfg)
     for group, kind in _NUM_CLASSES:
         if not _reads(group, cfg, parts):
             continue
         (key,) = group.keys
+        scopes = {"training": _class_counts(cfg.DATASETS.TRAIN, kind), "test": _class_counts(cfg.DATASETS.TEST, kind)}
         value = _get(cfg, key)
-        counts = {name: _dataset_class_count(name, kind) for name in cfg.DATASETS.TRAIN if name in DatasetCatalog}
-        counts = {name: n for name, n in counts.items() if n is not None}
         if value == FROM_DATASET:
-            _set_from_datasets(cfg, key, kind, counts)
-            continue
-        for name, count in counts.items():
-            if count != value:
-                raise ValueError(f"{key} = {value}, but training dataset {name!r} has {count} {kind} classes "
-                                 f"(set {key} {count}, or {FROM_DATASET} to take it from the dataset)")
+            value = _set_from_datasets(cfg, key, kind, scopes)
+        for scope, counts in scopes.items():
+            for name, count in counts.items():
+                if count != value:
+                    raise ValueError(f"{key} = {value}, but {scope} dataset {name!r} has {count} {kind} classes "
+                                     f"(set {key} {count}, or {FROM_DATASET} to take it from the dataset)")
 
 
-def _set_from_datasets(cfg, key, kind, counts):
+def _set_from_datasets(cfg, key, kind, scopes):
+    """Set ``key`` to the training datasets' class count (the test datasets' when none is registered)."""
+    scope, counts = next(((s, c) for s, c in scopes.items() if c), ("training", {}))
     if not counts:
-        raise ValueError(f"{key} = {FROM_DATASET} takes the number of {kind} classes from DATASETS.TRAIN, but no "
-                         f"dataset there ({list(cfg.DATASETS.TRAIN)}) is registered with {kind}_classes metadata")
+        raise ValueError(f"{key} = {FROM_DATASET} takes the number of {kind} classes from DATASETS.TRAIN (else "
+                         f"DATASETS.TEST), but no dataset there ({list(cfg.DATASETS.TRAIN)}, "
+                         f"{list(cfg.DATASETS.TEST)}) is registered with {kind}_classes metadata")
     if len(set(counts.values())) > 1:
-        raise ValueError(f"{key} = {FROM_DATASET}: the training datasets disagree on their {kind} classes: {counts}")
+        raise ValueError(f"{key} = {FROM_DATASET}: the {scope} datasets disagree on their {kind} classes: {counts}")
     count = next(iter(counts.values()))
     frozen = cfg.is_frozen()
     cfg.defrost()
     _set(cfg, key, count)
     if frozen:
         cfg.freeze()
-    logger.info(f"{key} = {count}, from training dataset(s) {list(counts)}")
+    logger.info(f"{key} = {count}, from {scope} dataset(s) {list(counts)}")
+    return count
 
 
 def check_config(cfg):
-    """Raise ValueError on settings ``cfg``'s model would ignore or that contradict its training data; warn
+    """Raise ValueError on settings ``cfg``'s model would ignore or that contradict its data; warn
     (once per message) on other seg_d2 keys it ignores; set ``NUM_CLASSES: -1`` from the training data."""
     _check_unused_keys(cfg)
     _check_num_classes(cfg)

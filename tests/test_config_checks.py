@@ -156,16 +156,44 @@ def test_num_classes_minus_one_is_set_from_the_training_data():
 
 
 @pytest.mark.parametrize(
-    "train, match",
+    "train, test, match",
     [
-        ((), r"no dataset there \(\[\]\)"),
-        (("seg_d2_shapes_train", "coco_2017_train"), "disagree"),
+        ((), (), r"no dataset there \(\[\], \[\]\)"),
+        (("seg_d2_shapes_train", "coco_2017_train"), (), "the training datasets disagree"),
+        (("my_unregistered_train",), ("seg_d2_shapes_val", "coco_2017_val"), "the test datasets disagree"),
     ],
 )
-def test_num_classes_minus_one_needs_one_answer(train, match):
-    cfg = _cfg("mask_rcnn_R18_shapes.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", -1, "DATASETS.TRAIN", train)
+def test_num_classes_minus_one_needs_one_answer(train, test, match):
+    cfg = _cfg("mask_rcnn_R18_shapes.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", -1, "DATASETS.TRAIN", train,
+               "DATASETS.TEST", test)
     with pytest.raises(ValueError, match=match):
         check_config(cfg)
+
+
+def test_num_classes_minus_one_from_the_test_data_when_no_training_dataset_is_registered():
+    """Evaluation or prediction where the training data is not registered (another machine)."""
+    cfg = _cfg("mask_rcnn_R18_shapes.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", -1, "DATASETS.TRAIN",
+               ("my_unregistered_train",))
+    check_config(cfg)
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
+
+
+def test_num_classes_that_differ_from_a_test_dataset_are_an_error():
+    """Evaluating a 3-class model on COCO's 80 classes would score the wrong classes silently."""
+    cfg = _cfg("mask_rcnn_R18_shapes.yaml", "DATASETS.TEST", ("seg_d2_shapes_val", "coco_2017_val"))
+    with pytest.raises(ValueError, match="NUM_CLASSES = 3, but test dataset 'coco_2017_val' has 80 thing classes"):
+        check_config(cfg)
+
+
+def test_sam_detector_is_checked_as_its_detector_and_its_keys_elsewhere_warn():
+    cfg = _cfg("mask_rcnn_R18_shapes.yaml", "MODEL.META_ARCHITECTURE", "SamDetector", "MODEL.ROI_HEADS.NUM_CLASSES", 2)
+    with pytest.raises(ValueError, match="NUM_CLASSES = 2, but training dataset 'seg_d2_shapes_train' has 3"):
+        check_config(cfg)
+    cfg = _cfg("mask_rcnn_R18_shapes.yaml", "MODEL.META_ARCHITECTURE", "SamDetector",
+               "MODEL.SAM.KEEP_DETECTOR_MASKS", True)
+    assert _unused(cfg) == []
+    cfg = _cfg("mask_rcnn_R18_shapes.yaml", "MODEL.SAM.KEEP_DETECTOR_MASKS", True, "MODEL.SAM.CHECKPOINT", "sam.pth")
+    assert _unused(cfg) == ["MODEL.SAM.KEEP_DETECTOR_MASKS"]
 
 
 def test_num_classes_are_not_checked_where_the_model_does_not_read_them():
