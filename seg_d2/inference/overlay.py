@@ -1,14 +1,16 @@
 """Overlay pictures of a :class:`Prediction`, drawn with Detectron2's Visualizer.
 
-Large images are drawn at most ``max_side`` pixels a side. Instances are drawn as polygons traced on
-their cropped masks (the Visualizer's own instance path makes one full-size mask per instance), the
-``max_drawn`` best-scoring ones; semantic and stuff regions go through ``draw_sem_seg`` as in Detectron2.
+Large images are drawn at most ``max_side`` pixels a side. Instance masks are painted from their crops at
+the picture's size in one image (the Visualizer's own instance path makes one full-size mask and one
+matplotlib polygon per outline), the ``max_drawn`` best-scoring ones, then their boxes and labels drawn
+by the Visualizer; semantic and stuff regions go through ``draw_sem_seg`` as in Detectron2.
 """
 import cv2
 import numpy as np
 from scipy import ndimage
 
-from detectron2.utils.visualizer import GenericMask, Visualizer
+from detectron2.utils.colormap import random_color
+from detectron2.utils.visualizer import Visualizer
 
 __all__ = ["draw_prediction", "draw_prompt"]
 
@@ -34,30 +36,48 @@ def _sample(labels, shape):
     return labels[np.ix_(rows, cols)]
 
 
-def _polygons(x0, y0, crop, scale):
-    """The crop's outlines as Visualizer polygons ([x, y, ...]) in the picture's coordinates."""
-    if crop.size == 0:
-        return []
-    # one pixel of padding: outlines on the crop's edge close, and GenericMask never sees a width of 2
-    # (which it takes for a list of points)
-    padded = np.pad(crop.astype(np.uint8), 1)
-    outlines = GenericMask(padded, *padded.shape).polygons
-    return [((p.reshape(-1, 2) + (x0 - 1, y0 - 1)) * scale).ravel() for p in outlines]
-
-
 def _label(names, category, score):
     name = names[category] if names and 0 <= category < len(names) else str(category)
     return name if score is None else f"{name} {score * 100:.0f}%"
 
 
+def _display_window(x0, y0, shape, scale, size):
+    """(c0, r0, c1, r1): the picture's pixels a crop at (x0, y0) of ``shape`` covers, or None if none."""
+    c0, r0 = int(np.floor(x0 * scale)), int(np.floor(y0 * scale))
+    c1 = min(size[1], max(c0 + 1, int(np.ceil((x0 + shape[1]) * scale))))
+    r1 = min(size[0], max(r0 + 1, int(np.ceil((y0 + shape[0]) * scale))))
+    return (c0, r0, c1, r1) if c0 < c1 and r0 < r1 and shape[0] and shape[1] else None
+
+
+def _paint_masks(vis, crops, colors, scale):
+    """Every mask at once, as one RGBA image (as Detectron2 draws a mask with holes): filled at alpha 0.5,
+    outlined in a darker shade, larger masks first so smaller ones stay visible. One matplotlib polygon per
+    outline, as the Visualizer draws masks, took ~15 ms each: 48 s for the 3000 outlines of 87 noisy masks."""
+    h, w = vis.img.shape[:2]
+    rgba = np.zeros((h, w, 4), dtype=np.float32)
+    for i in sorted(range(len(crops)), key=lambda k: -int(crops[k][2].sum())):
+        x0, y0, crop = crops[i]
+        window = _display_window(x0, y0, crop.shape, scale, (h, w))
+        if window is None:
+            continue
+        c0, r0, c1, r1 = window
+        mask = _sample(crop.astype(np.uint8), (r1 - r0, c1 - c0)).astype(bool)
+        region = rgba[r0:r1, c0:c1]
+        region[mask] = (*colors[i], 0.5)
+        region[mask & ~ndimage.binary_erosion(mask)] = (*vis._change_color_brightness(colors[i], -0.7), 1.0)
+    vis.output.ax.imshow(rgba, extent=(0, w, h, 0), interpolation="nearest")
+
+
 def _draw_things(vis, items, names, scale):
-    """items: (box XYXY, (x0, y0, crop), category, score); drawn with boxes, as Detectron2 draws instances."""
+    """items: (box XYXY, (x0, y0, crop), category, score); masks painted, then boxes and labels drawn as
+    Detectron2 draws instances."""
     if not items:
         return
     boxes = np.array([box for box, _, _, _ in items], dtype=np.float64).reshape(-1, 4) * scale
-    masks = [_polygons(*mask, scale) for _, mask, _, _ in items]
+    colors = [random_color(rgb=True, maximum=1) for _ in items]
+    _paint_masks(vis, [mask for _, mask, _, _ in items], colors, scale)
     labels = [_label(names, category, score) for _, _, category, score in items]
-    vis.overlay_instances(boxes=boxes, labels=labels, masks=masks, alpha=0.5)
+    vis.overlay_instances(boxes=boxes, labels=labels, assigned_colors=colors, alpha=0.5)
 
 
 def _instance_items(instances, max_drawn):
