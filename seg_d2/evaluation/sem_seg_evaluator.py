@@ -15,6 +15,26 @@ from .validation import EvaluationInputError
 logger = logging.getLogger(__name__)
 
 
+def _record_key(record):
+    """What identifies a record's ground truth: its file and, for a tile of a large image (the ``tiles``
+    datasets: every tile keeps its source's file_name), its window."""
+    window = record.get("window")
+    return record["file_name"], None if window is None else tuple(window)
+
+
+def _ground_truth_files(dataset_name):
+    """{record key: sem_seg_file_name}; two records of one key naming different files are refused (one would
+    be scored against the other's labels)."""
+    files = {}
+    for record in DatasetCatalog.get(dataset_name):
+        key, path = _record_key(record), record.get("sem_seg_file_name")
+        if files.setdefault(key, path) != path:
+            raise EvaluationInputError(f"dataset {dataset_name!r}: two records of {record['file_name']}"
+                                       f"{'' if key[1] is None else f' window {list(key[1])}'} name different "
+                                       f"label files ({files[key]}, {path})")
+    return files
+
+
 class SemSegMetricsEvaluator(DatasetEvaluator):
     """Drop-in for Detectron2's SemSegEvaluator that adds mean Dice and Boundary IoU.
 
@@ -34,7 +54,7 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
         self._dilation_ratio = dilation_ratio
         check_predicted_only(predicted_only)  # a bad value fails here, not after the whole evaluation
         self._predicted_only = predicted_only
-        self._gt_file = {d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(dataset_name)}
+        self._gt_file = _ground_truth_files(dataset_name)
 
     def reset(self):
         self._stats = SemSegStats.zeros(self._num_classes)
@@ -42,7 +62,7 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
             pred = out["sem_seg"].argmax(dim=0).cpu().numpy()
-            gt_path = self._gt_file.get(inp["file_name"])
+            gt_path = self._gt_file.get(_record_key(inp))
             if gt_path is None:
                 raise EvaluationInputError(f"{inp['file_name']}: no sem_seg_file_name in the dataset")
             with PathManager.open(gt_path, "rb") as f:

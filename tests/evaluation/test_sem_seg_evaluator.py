@@ -152,3 +152,31 @@ def _save(tmp_path, name, labels):
     path = str(tmp_path / name)
     Image.fromarray(labels.astype(np.uint8)).save(path)
     return path
+
+
+def test_tiles_of_one_image_are_scored_against_their_own_labels(tmp_path):
+    """A ``tiles`` dataset's records share their source's file_name: each tile must still meet its own label
+    crop (keyed by file and window), so predictions equal to every tile's labels score 100."""
+    from detectron2.config import get_cfg
+
+    from seg_d2.data.config_datasets import register_datasets_from_config
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "sem").mkdir()
+    labels = np.zeros((8, 16), np.uint8)
+    labels[:, 8:] = 1  # the left tile is all class 0, the right one all class 1
+    Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    Image.fromarray(labels).save(tmp_path / "sem" / "a.png")
+    name = f"tiles_{uuid.uuid4().hex[:8]}"
+    cfg = get_cfg()
+    cfg.DATASETS.REGISTER = ((f"{name}_src", "sem_seg", str(tmp_path / "img"), str(tmp_path / "sem")),
+                             (name, "tiles", f"{name}_src", "size=8"))
+    register_datasets_from_config(cfg)
+    records = DatasetCatalog.get(name)
+    assert [r["window"] for r in records] == [[0, 0, 8, 8], [8, 0, 16, 8]]
+    evaluator = SemSegMetricsEvaluator(name, distributed=False, num_classes=2)
+    evaluator.reset()
+    for record in records:
+        tile = torch.from_numpy(np.array(Image.open(record["sem_seg_file_name"]))).long()
+        evaluator.process([record], [{"sem_seg": torch.nn.functional.one_hot(tile, 2).permute(2, 0, 1).float()}])
+    assert evaluator.evaluate()["sem_seg"]["mIoU"] == pytest.approx(100)
