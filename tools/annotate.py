@@ -31,7 +31,7 @@ from seg_d2.inference.outputs import prediction_metadata
 from seg_d2.prompting import NoMatchingInstance, SamPrompter, build_prompter
 from seg_d2.prompting.annotation import CocoBuilder, match_prompts, read_prompts
 from seg_d2.prompting.sam import to_rgb_uint8
-from seg_d2.utils.inputs import check_overrides, expand_inputs
+from seg_d2.utils.inputs import add_overrides_argument, expand_inputs, parse_tool_args
 from seg_d2.utils.progress import progress
 
 
@@ -53,16 +53,12 @@ def _parser():
     p.add_argument("--stability-score-thresh", type=float, default=0.95, help="--auto: and this stable")
     p.add_argument("--min-area", type=int, default=0, help="--auto: remove holes and islands below this area")
     p.add_argument("--overlays", help="folder for one review picture per image (Detectron2's Visualizer)")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
-                   help="config overrides, e.g. --opts MODEL.SAM.CHECKPOINT sam_vit_h_4b8939.pth (must come last)")
+    add_overrides_argument(p, "MODEL.SAM.CHECKPOINT sam_vit_h_4b8939.pth")
     return p
 
 
 def parse_args(argv=None):
-    parser = _parser()
-    args = parser.parse_args(argv)
-    check_overrides(parser, args)
-    return args
+    return parse_tool_args(_parser(), argv)
 
 
 def _config(args):

@@ -35,7 +35,7 @@ from seg_d2.inference.outputs import PredictionWriter, prediction_metadata
 from seg_d2.inference.overlay import draw_prediction, draw_prompt
 from seg_d2.prompting import CachedPredictor, NoMatchingInstance, build_prompter
 from seg_d2.prompting.annotation import parse_boxes, parse_points
-from seg_d2.utils.inputs import check_overrides, expand_inputs
+from seg_d2.utils.inputs import add_overrides_argument, expand_inputs, parse_tool_args
 from seg_d2.utils.memory import release_free_heap
 from seg_d2.utils.progress import progress
 
@@ -74,16 +74,12 @@ def _parser():
                    help='box prompts "x0,y0,x1,y1;...", each answered on its own')
     p.add_argument("--max-candidates", type=int, default=3,
                    help="candidate masks per prompt drawn and written at most (SAM gives 3)")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
-                   help="config overrides, e.g. --opts MODEL.WEIGHTS model.pth (must come last)")
+    add_overrides_argument(p, "MODEL.WEIGHTS model.pth")
     return p
 
 
 def parse_args(argv=None):
-    parser = _parser()
-    args = parser.parse_args(argv)
-    check_overrides(parser, args)
-    return args
+    return parse_tool_args(_parser(), argv)
 
 
 def _config_overrides(args):

@@ -1,9 +1,11 @@
 """Command-line image inputs: files, folders and glob patterns, with every problem named, never dropped."""
+import argparse
 import glob
 import os
 import re
 
-__all__ = ["IMAGE_EXTENSIONS", "check_overrides", "expand_inputs", "looks_like_config_key"]
+__all__ = ["IMAGE_EXTENSIONS", "add_overrides_argument", "check_overrides", "expand_inputs", "looks_like_config_key",
+           "parse_tool_args"]
 
 # What a folder is searched for (seg_d2.data.image_io reads all of these); a file named explicitly is
 # always tried, whatever its extension.
@@ -14,6 +16,19 @@ _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 def looks_like_config_key(text):
     """True for "MODEL.WEIGHTS"-like tokens: a config override passed where an input was expected."""
     return bool(_CONFIG_KEY.match(text)) and not os.path.exists(text)
+
+
+def add_overrides_argument(parser, example):
+    """``--opts KEY VALUE ...``: config overrides, last on the command line (as in Detectron2's demo.py)."""
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                        help=f"config overrides, e.g. --opts {example} (must come last)")
+
+
+def parse_tool_args(parser, argv=None):
+    """``parser.parse_args(argv)``, checked by :func:`check_overrides`."""
+    args = parser.parse_args(argv)
+    check_overrides(parser, args)
+    return args
 
 
 def check_overrides(parser, args):
