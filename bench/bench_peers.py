@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -196,11 +197,12 @@ YOLO_BATCH = 16  # Ultralytics' default
 
 
 def forbid_network():
-    """Makes every name lookup and IP connection of this process fail, recording them: the list returned."""
+    """Makes every name lookup and IP connection of this process fail, recording them (with the calls that
+    made them): the list returned."""
     attempts = []
 
     def refuse(what):
-        attempts.append(what)
+        attempts.append(f"{what}, from:\n" + "".join(traceback.format_stack(limit=14)[:-2]))
         raise OSError(f"bench_peers: no network ({what})")
 
     connect = socket.socket.connect
@@ -413,7 +415,7 @@ def run_instance(budget_s, threads):
             rows.append((name, params, iters, batch, spent, ap, ap50, inference))
             print(f"{name}: mask AP {ap:.2f}{check} after {iters} iterations, {spent:.0f} CPU s", flush=True)
     if attempts:
-        raise SystemExit(f"network use attempted: {attempts}")
+        raise SystemExit("network use attempted (refused): " + "\n".join(attempts))
     print(f"\nCPU budget {budget_s:.0f} s of training per model at 128 px, {threads} thread(s); mask AP on "
           "seg_d2_shapes_val by pycocotools (COCOeval segm, RLE at the image size); no network use\n")
     print("| model | params | iterations × batch | train CPU s | train CPU ms/image | mask AP | mask AP50 "
