@@ -264,10 +264,9 @@ def mask_ap(json_file, results):
 def score_on_val(predict):
     """``predict(BGR image) -> (masks, scores, COCO category ids)`` on seg_d2_shapes_val: ((AP, AP50) by
     :func:`mask_ap`, CPU s/image of ``predict`` after one warm-up call)."""
-    from detectron2.data.detection_utils import read_image
-
     from seg_d2.data.builtin import dataset_paths, ensure_builtin_data
     from seg_d2.data.converters import read_json
+    from seg_d2.data.image_io import read_image
 
     paths = dataset_paths(ensure_builtin_data(), "val")
     images = [(image["id"], read_image(os.path.join(paths["image_root"], image["file_name"]), format="BGR"))

@@ -11,8 +11,9 @@
 Writes into --output: <name>.png (overlay) for every image, and by model type sem_seg/<name>.png (label
 PNG), panoptic/<name>.png + panoptic.json (COCO panoptic), instances_results.json (COCO results, RLE);
 ``tools/evaluate.py`` scores them. With prompts (seg_d2.prompting: SAM when MODEL.SAM.CHECKPOINT is set,
-else the model's own instances), the overlay shows the answers and prompt_masks.json holds them (RLE). Config overrides go after --opts (KEY VALUE ...), never among the
-inputs. A bad input is reported and skipped; the summary at the end lists them and the exit code is 1.
+else the model's own instances), the overlay shows the answers and prompt_masks.json holds them (RLE).
+Config overrides go after --opts (KEY VALUE ...), never among the inputs. A bad input is reported and
+skipped; the summary at the end lists them and the exit code is 1.
 """
 import argparse
 import json
