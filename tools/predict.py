@@ -43,14 +43,15 @@ from seg_d2.utils.progress import progress
 _MAX_LISTED = 20  # instances printed per image
 
 
-def _argument(parse, flag):
-    """An argparse type from ``parse`` (which raises ValueError): the message names the flag."""
+def _argument(parse):
+    """An argparse type from ``parse`` (which raises ValueError): its message, after argparse's
+    "argument --flag:" (argparse words a plain ValueError as "invalid value", dropping it)."""
 
     def convert(text):
         try:
             return parse(text)
         except ValueError as e:
-            raise argparse.ArgumentTypeError(f"{flag}: {e}") from None
+            raise argparse.ArgumentTypeError(str(e)) from None
 
     return convert
 
@@ -69,9 +70,9 @@ def _parser():
     p.add_argument("--overlay-max-side", type=int, default=1600, help="overlays larger than this are drawn "
                    "downscaled (0: full size)")
     p.add_argument("--max-drawn", type=int, default=300, help="instances drawn per overlay at most (best first)")
-    p.add_argument("--points", type=_argument(parse_points, "--points"),
+    p.add_argument("--points", type=_argument(parse_points),
                    help='one point prompt "x,y,label;..." (label 1 on, 0 off the object)')
-    p.add_argument("--boxes", type=_argument(parse_boxes, "--boxes"),
+    p.add_argument("--boxes", type=_argument(parse_boxes),
                    help='box prompts "x0,y0,x1,y1;...", each answered on its own')
     p.add_argument("--max-candidates", type=int, default=3,
                    help="candidate masks per prompt drawn and written at most (SAM gives 3)")
